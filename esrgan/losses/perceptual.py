@@ -1,0 +1,32 @@
+"""Perceptual loss: L1 distance between VGG19 features of SR and HR (PAPER.md section 3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class PerceptualLoss(nn.Module):
+    """L1 between ``extractor(sr)`` and ``extractor(hr)`` features.
+
+    ``normalize=True`` divides the L1 by the (detached) mean |feature| of the HR features, so the
+    loss measures a relative feature error. This is NOT in the paper: with a random-weight VGG19
+    (offline runs) the features have an arbitrary scale, which makes the perceptual term's weight
+    relative to L1 and the adversarial term arbitrary too; ../shared measurements showed stage 2
+    collapsing without it and stable with it. Reports state it whenever it is on.
+    """
+
+    def __init__(self, extractor: nn.Module, normalize: bool = False, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.normalize = normalize
+        self.eps = eps
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        with torch.no_grad():
+            hr_feat = self.extractor(hr)
+        sr_feat = self.extractor(sr)
+        loss = torch.nn.functional.l1_loss(sr_feat, hr_feat)
+        if self.normalize:
+            loss = loss / (hr_feat.abs().mean() + self.eps)
+        return loss

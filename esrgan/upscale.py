@@ -1,0 +1,137 @@
+"""Upscale images with a trained generator, optionally in tiles.
+
+    python -m esrgan.upscale --weights G.pth --input LR_DIR_OR_FILE --output OUT_DIR \\
+        [--tile 256 --tile-overlap 16] [--device cpu]
+
+Tiling works in LR space: the image is cut into ``tile`` x ``tile`` cores, each is run with
+``overlap`` extra LR pixels of context on every side (clipped at the image border), and only
+the core's part of the output is pasted. When ``overlap`` >= the network's receptive-field
+radius (``esrgan.archs.rrdbnet.receptive_field``: 349 LR pixels for the paper net) the tiled
+result equals the whole-image result up to float rounding, so no blending is needed. Smaller
+overlaps (the default 16, as in common ESRGAN tools) cost far less and differ only slightly
+near the seams, because a trained net's effective receptive field is much smaller.
+
+Outputs are PNGs named like the inputs (``baby.png`` -> ``OUT_DIR/baby.png``). A file that
+cannot be read gets one ``error:`` line on stderr; the others are still written, and the exit
+status is 2 if anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from esrgan.data.io import DataError, list_images, read_image, to_numpy, to_tensor, write_image
+from esrgan.weights import load_generator
+
+
+def upscale(model: nn.Module, lr: Tensor, tile: int | None = None, overlap: int = 16,
+            progress: bool = False) -> Tensor:
+    """Run ``model`` (with a ``.scale``) on a (1, C, H, W) LR tensor, whole or in tiles.
+
+    ``tile`` is the LR tile core size (None: whole image), ``overlap`` the LR context added
+    around each core. Runs under ``torch.no_grad``; returns the raw (unclamped) output
+    (1, C_out, H*scale, W*scale) on ``lr``'s device.
+    """
+    if lr.ndim != 4 or lr.shape[0] != 1:
+        raise ValueError(f"upscale: expected a (1, C, H, W) tensor, got {tuple(lr.shape)}")
+    if tile is not None and tile < 1:
+        raise ValueError(f"upscale: tile must be >= 1 (or None for the whole image), got {tile}")
+    if overlap < 0:
+        raise ValueError(f"upscale: overlap must be >= 0, got {overlap}")
+    scale = model.scale
+    _, _, h, w = lr.shape
+    with torch.no_grad():
+        if tile is None or (h <= tile and w <= tile):
+            return model(lr)
+        cores = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+        out: Tensor | None = None
+        for y0, x0 in tqdm(cores, desc="tiles", leave=False, disable=not progress):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            py0, px0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
+            py1, px1 = min(y1 + overlap, h), min(x1 + overlap, w)
+            result = model(lr[:, :, py0:py1, px0:px1])
+            if out is None:
+                out = result.new_empty((1, result.shape[1], h * scale, w * scale))
+            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                result[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+        assert out is not None  # h, w >= 1, so there was at least one tile
+        return out
+
+
+def _inputs(path: Path) -> list[Path]:
+    if path.is_dir():
+        return list_images(path)
+    if path.is_file():
+        return [path]
+    raise DataError(f"input {path} does not exist")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 ok, 2 for any error)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m esrgan.upscale", description="Upscale images with an ESRGAN generator.")
+    parser.add_argument("--weights", required=True, help="generator checkpoint (any layout)")
+    parser.add_argument("--input", required=True, type=Path, help="an image or a folder")
+    parser.add_argument("--output", required=True, type=Path, help="output folder (PNGs)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="LR tile size (default: whole image at once)")
+    parser.add_argument("--tile-overlap", type=int, default=16,
+                        help="LR context pixels around each tile (default 16; exact at >= the "
+                             "receptive field, 349 for the paper net)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    args = parser.parse_args(argv)
+
+    try:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {args.device} requested but CUDA is not available")
+        if args.tile is not None and args.tile < 1:
+            raise ValueError(f"--tile must be >= 1, got {args.tile}")
+        if args.tile_overlap < 0:
+            raise ValueError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
+        files = _inputs(args.input)
+        if args.input.is_dir() and args.output.resolve() == args.input.resolve():
+            raise ValueError(f"output folder {args.output} is the input folder: "
+                             f"the results would overwrite the inputs")
+        model = load_generator(args.weights).to(device).eval()
+    except (ValueError, OSError, RuntimeError) as exc:  # Checkpoint/Data errors are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    failures = 0
+    written: dict[str, Path] = {}
+    for path in tqdm(files, desc="images", disable=len(files) < 2):
+        name = f"{path.stem}.png"
+        if name in written:
+            tqdm.write(f"error: {path}: output {name} already written for {written[name]}",
+                       file=sys.stderr)
+            failures += 1
+            continue
+        try:
+            lr = to_tensor(read_image(path)).unsqueeze(0).to(device)
+            sr = upscale(model, lr, args.tile, args.tile_overlap, progress=True)
+            write_image(args.output / name, to_numpy(sr.clamp_(0, 1)))
+        except (ValueError, OSError) as exc:  # ImageReadError is a ValueError
+            tqdm.write(f"error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        except torch.OutOfMemoryError:
+            tqdm.write(f"error: {path}: out of memory (try a smaller --tile)", file=sys.stderr)
+            failures += 1
+            continue
+        written[name] = path
+    if failures:
+        print(f"{failures} of {len(files)} images failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Config dict -> the objects of one run: networks, losses, data, and the keys that name them.
+
+This is the only place where the flat Sacred switches meet the library's arguments, so that a
+reader sees each paper change mapped once:
+
+    rrdb            -> build_generator(trunk='rrdb' | 'resblock')   (and nb vs nb_resblock)
+    bn              -> build_generator(bn=...)
+    beta            -> build_generator(beta=...)
+    small_init      -> build_generator(init_scale=0.1 | 1.0)
+    ragan           -> train_gan(gan_loss='ragan' | 'standard')
+    vgg_before_act  -> VGGFeatureExtractor(before_activation=...)
+
+Nothing here imports Sacred: every function takes the plain config dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esrgan.archs.discriminator import VGGStyleDiscriminator
+from esrgan.archs.rrdbnet import build_generator
+from esrgan.archs.vgg import VGGFeatureExtractor
+from esrgan.data import ImagePair, PatchDataset, embedded_pairs, load_pairs, make_loader
+from esrgan.losses import PerceptualLoss
+from esrgan.train import GanWeights, StageSettings
+
+SMALL_INIT_SCALE = 0.1  # PAPER.md section 1: MSRA init scaled by 0.1
+
+# Config keys that decide the stage-1 (PSNR) model; runs that agree on all of them share it.
+STAGE1_KEYS = (
+    "rrdb", "bn", "beta", "small_init", "nf", "nb", "nb_resblock", "gc", "scale",
+    "steps1", "lr1", "lr_decay_at1", "lr_gamma", "adam_betas", "batch", "patch",
+    "train_hr", "train_lr", "stage1_seed", "precision",
+)
+# Keys that never change what is computed (where, how fast, how often it is shown).
+NON_SEMANTIC_KEYS = (
+    "device", "num_workers", "resume", "fresh", "work_dir", "progress", "log_every",
+    "val_every", "ckpt_every", "test_sets", "val_crops",
+)
+
+
+def generator_arch(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The build_generator arguments chosen by the four generator switches and the sizes."""
+    return {
+        "trunk": "rrdb" if cfg["rrdb"] else "resblock",
+        "bn": bool(cfg["bn"]),
+        "beta": float(cfg["beta"]),
+        "init_scale": SMALL_INIT_SCALE if cfg["small_init"] else 1.0,
+        "nf": int(cfg["nf"]),
+        # The paper compares each trunk at its own depth (16 SRGAN ResBlocks, 23 RRDBs).
+        "nb": int(cfg["nb"] if cfg["rrdb"] else cfg["nb_resblock"]),
+        "gc": int(cfg["gc"]),
+        "scale": int(cfg["scale"]),
+    }
+
+
+def make_generator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
+    """A freshly initialised generator; the init is a function of ``seed`` alone."""
+    torch.manual_seed(seed)
+    return build_generator(**generator_arch(cfg))
+
+
+def make_discriminator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return VGGStyleDiscriminator(in_ch=3, nf=int(cfg["d_nf"]), patch_size=int(cfg["patch"]))
+
+
+def make_feature_extractor(cfg: Mapping[str, Any]) -> VGGFeatureExtractor:
+    return VGGFeatureExtractor(
+        layer=cfg["vgg_layer"],
+        before_activation=bool(cfg["vgg_before_act"]),
+        weights=cfg["vgg_weights"],
+        seed=int(cfg["vgg_seed"]),
+    )
+
+
+def make_perceptual_loss(cfg: Mapping[str, Any]) -> PerceptualLoss:
+    return PerceptualLoss(make_feature_extractor(cfg), normalize=bool(cfg["percep_normalize"]))
+
+
+def gan_loss_name(cfg: Mapping[str, Any]) -> str:
+    return "ragan" if cfg["ragan"] else "standard"
+
+
+def gan_weights(cfg: Mapping[str, Any]) -> GanWeights:
+    return GanWeights(percep=float(cfg["percep_weight"]), lambda_adv=float(cfg["lambda_adv"]),
+                      eta_l1=float(cfg["eta_l1"]))
+
+
+def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
+    steps = int(cfg[f"steps{stage}"])
+    return StageSettings(
+        steps=steps,
+        lr=float(cfg[f"lr{stage}"]),
+        batch_size=int(cfg["batch"]),
+        lr_decay_at=tuple(float(f) for f in cfg[f"lr_decay_at{stage}"]),
+        lr_gamma=float(cfg["lr_gamma"]),
+        adam_betas=(float(cfg["adam_betas"][0]), float(cfg["adam_betas"][1])),
+        ckpt_every=int(cfg["ckpt_every"]),
+        val_every=int(cfg["val_every"]),
+        log_every=max(1, int(cfg["log_every"])),
+        num_workers=int(cfg["num_workers"]),
+    )
+
+
+def train_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]:
+    """Training pairs: the embedded set when ``train_hr`` is None, else that folder."""
+    if cfg["train_hr"] is None:
+        return embedded_pairs("train", scale=int(cfg["scale"]))
+    return load_pairs(cfg["train_hr"], cfg["train_lr"], scale=int(cfg["scale"]),
+                      cache_dir=cache_dir, on_error="skip")
+
+
+def val_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]:
+    """Validation pairs: the embedded set when ``val_hr`` is None, else that folder."""
+    if cfg["val_hr"] is None:
+        return embedded_pairs("val", scale=int(cfg["scale"]))
+    return load_pairs(cfg["val_hr"], cfg["val_lr"], scale=int(cfg["scale"]),
+                      cache_dir=cache_dir, on_error="raise")
+
+
+def load_test_set(spec: str | Mapping[str, str], scale: int, cache_dir: Path | None
+                  ) -> list[ImagePair]:
+    """A test set given as an HR folder (LR by MATLAB bicubic) or {'hr': ..., 'lr': ...}."""
+    if isinstance(spec, str):
+        return load_pairs(spec, None, scale=scale, cache_dir=cache_dir, on_error="raise")
+    return load_pairs(spec["hr"], spec.get("lr"), scale=scale, cache_dir=cache_dir,
+                      on_error="raise")
+
+
+def patch_dataset(cfg: Mapping[str, Any], pairs: list[ImagePair], seed: int,
+                  length: int) -> PatchDataset:
+    """Training crops: sample i is a pure function of (seed, i)."""
+    return PatchDataset(pairs, patch_size=int(cfg["patch"]), scale=int(cfg["scale"]),
+                        augment=True, seed=seed, length=max(length, 1))
+
+
+def loader(data: PatchDataset, settings: StageSettings, start: int,
+           device: torch.device) -> torch.utils.data.DataLoader:
+    """Batches of steps start .. settings.steps - 1, identical for any number of workers."""
+    return make_loader(data, settings.batch_size, num_workers=settings.num_workers,
+                       start_step=start, num_steps=max(settings.steps - start, 0),
+                       pin_memory=device.type == "cuda")
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage1_key(cfg: Mapping[str, Any]) -> str:
+    """Hash of exactly the settings that decide the stage-1 model."""
+    return _digest({k: cfg.get(k) for k in STAGE1_KEYS})
+
+
+def cell_key(cfg: Mapping[str, Any]) -> str:
+    """Hash of every setting that changes what a run computes (its identity in the matrix)."""
+    return _digest({k: v for k, v in sorted(cfg.items()) if k not in NON_SEMANTIC_KEYS})

@@ -1,0 +1,334 @@
+"""The ESRGAN experiment: one cell of the ablation matrix, trained, evaluated and logged by Sacred.
+
+    python experiments/run.py with rrdb=True ragan=False          # one run, cpu preset sizes
+    python experiments/run.py with tiny                           # a run in well under a minute
+    python experiments/run.py print_config with paper             # every setting, one place
+    python experiments/run.py --mongo mongodb://host:27017/esrgan with cpu vgg_weights=random
+    python experiments/run.py with resume=runs/7                  # continue a killed run
+
+Observers: always Sacred's FileStorageObserver under ``runs/`` (``--runs DIR`` or ESRGAN_RUNS
+to move it); ``--mongo URL`` (or ESRGAN_MONGO) adds a MongoDB observer, and Sacred's own
+``-m HOST:PORT:DB`` keeps working. Both are checked before anything trains (one clear error
+within 5 s if the server is unreachable), and both survive losing the server mid-run: the file
+store keeps the complete record (``experiments/observers.py``).
+
+Checkpoints live under ``work_dir`` (default ``work/``): ``stage1/<stage1 key>/`` holds the
+PSNR-oriented model shared by every run with the same generator and stage-1 settings, and
+``stage2/<cell key>/`` the GAN stage of one configuration. Running a configuration again picks
+up its checkpoint (``fresh=True`` starts over), which is what makes the matrix resumable.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script: make `experiments` importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+# sacred 0.8.7 imports pkg_resources (hence setuptools<81); its deprecation warning is noise
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+from sacred import Experiment  # noqa: E402
+from sacred.utils import SacredError  # noqa: E402
+
+from esrgan.data import ImagePair, imresize, to_numpy, to_tensor, write_image  # noqa: E402
+from esrgan.metrics import niqe, pooled_rmse, psnr, rmse, ssim  # noqa: E402
+from esrgan.train import TrainingDiverged, train_gan, train_psnr  # noqa: E402
+from esrgan.weights import load_generator_state, save_generator  # noqa: E402
+from experiments import build, presets  # noqa: E402
+
+ex = Experiment("esrgan", save_git_info=False)
+ex.config(presets.base)
+for _name, _fn in presets.NAMED.items():
+    ex.named_config(_fn)
+
+
+class RunError(SacredError):
+    """A bad input or a failed run: Sacred prints this one line instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, print_traceback=False)
+
+
+@ex.config_hook
+def check_config(config: dict, command_name: str, logger: Any) -> dict:
+    """Reject invalid values before any observer starts or anything trains."""
+    updates = presets.resume_updates(config) if config.get("resume") else {}
+    if command_name.startswith("print"):
+        return updates
+    merged = {**config, **updates}
+    problems = presets.validate(merged)
+    if problems:
+        raise RunError("invalid config: " + "; ".join(problems))
+    return updates
+
+
+# ------------------------------------------------------------------------------------------
+# one run
+
+
+class Sink:
+    """Where a run reports: Sacred's run object (log_scalar, artifacts, info)."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.scalars: list[tuple[str, float, int]] = []
+
+    def log(self, name: str, value: float, step: int) -> None:
+        self.scalars.append((name, float(value), int(step)))
+        self.run.log_scalar(name, float(value), int(step))
+
+    def artifact(self, path: Path, name: str | None = None) -> None:
+        self.run.add_artifact(str(path), name=name or path.name)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive lock, so two runs never train the same stage-1 model at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def super_resolve(generator: torch.nn.Module, pairs: list[ImagePair],
+                  device: torch.device) -> list[np.ndarray]:
+    """Whole-image SR of every pair's LR (fp32, eval mode), clipped to [0, 1]."""
+    was_training = generator.training
+    generator.eval()
+    out = []
+    with torch.no_grad():
+        for pair in pairs:
+            sr = generator(to_tensor(pair.lr).unsqueeze(0).to(device))
+            out.append(to_numpy(sr[0].clamp(0, 1).float().cpu()))
+    generator.train(was_training)
+    return out
+
+
+def score(images: list[np.ndarray], pairs: list[ImagePair], metrics: list[str],
+          scale: int) -> dict[str, float]:
+    """Mean metrics over a set (PSNR/SSIM on Y with crop = scale; NIQE on Y, shave = scale).
+
+    ``rmse`` is PIRM's pooled RMSE on Y: sqrt of the mean per-image MSE (0..255).
+    """
+    functions = {"psnr": lambda sr, hr: psnr(sr, hr, crop_border=scale),
+                 "ssim": lambda sr, hr: ssim(sr, hr, crop_border=scale),
+                 "niqe": lambda sr, hr: niqe(sr, crop_border=scale)}
+    table: dict[str, list[float]] = {m: [] for m in metrics}
+    rmses = []
+    for sr, pair in zip(images, pairs, strict=True):
+        for m in metrics:
+            table[m].append(functions[m](sr, pair.hr))
+        rmses.append(rmse(sr, pair.hr, crop_border=scale))
+    out = {m: float(np.mean(v)) for m, v in table.items() if v}
+    out["rmse"] = pooled_rmse(rmses)
+    return out
+
+
+def bicubic_images(pairs: list[ImagePair], scale: int) -> list[np.ndarray]:
+    return [np.clip(imresize(p.lr.astype(np.float64), scale), 0, 1).astype(np.float32)
+            for p in pairs]
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    size = min(size, h, w)
+    y, x = (h - size) // 2, (w - size) // 2
+    return img[y:y + size, x:x + size]
+
+
+def stage1_model(cfg: Mapping[str, Any], work: Path, batches, validate, device: torch.device,
+                 sink: Sink) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The PSNR-oriented generator: trained here, or reused from the stage-1 cache."""
+    key = build.stage1_key(cfg)
+    folder = work / "stage1" / key
+    done = folder / "generator.pth"
+    with file_lock(work / "stage1" / f"{key}.lock"):
+        generator = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
+        if done.exists() and not cfg["fresh"]:
+            generator.load_state_dict(load_generator_state(done))
+            record = json.loads((folder / "record.json").read_text())
+            for name, value, step in record["scalars"]:  # the curves, as if trained here
+                sink.log(name, value, step)
+            record["reused"] = True
+            return generator.to(device), record
+        if cfg["fresh"]:
+            (folder / "checkpoint.pth").unlink(missing_ok=True)
+        outcome = train_psnr(generator, batches(1), build.stage_settings(cfg, 1), device=device,
+                             checkpoint=folder / "checkpoint.pth", log=sink.log,
+                             validate=validate, progress=cfg["progress"])
+        save_generator(done, generator)
+        record = {"key": key, "val": outcome.metrics, "seconds": outcome.seconds,
+                  "steps": outcome.steps, "resumed_from": outcome.resumed_from,
+                  "scalars": [s for s in sink.scalars if s[0].startswith("stage1_")]}
+        (folder / "record.json").write_text(json.dumps(record))
+        record["reused"] = False
+        return generator, record
+
+
+def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
+    """Train both stages of one configuration and evaluate them; returns the result dict."""
+    t_start = time.perf_counter()
+    device = resolve_device(cfg["device"])
+    work = Path(cfg["work_dir"])
+    scale = int(cfg["scale"])
+    info = sink.run.info
+    info["esrgan"] = meta = {
+        "preset": cfg["preset"], "git": git_revision(), "device": str(device),
+        "stage1_key": build.stage1_key(cfg), "cell_key": build.cell_key(cfg),
+        "generator_arch": build.generator_arch(cfg), "gan_loss": build.gan_loss_name(cfg),
+        "train_data": cfg["train_hr"] or "embedded (scikit-image photos)",
+        "val_data": cfg["val_hr"] or "embedded (scikit-image photos)",
+    }
+
+    # Everything that can fail on bad input fails here, before any training.
+    perceptual = build.make_perceptual_loss(cfg)
+    meta["vgg"] = perceptual.extractor.description
+    meta["substitutes"] = presets.substitutes(cfg)
+    train = build.train_pairs(cfg, cache_dir=work / "lr_cache")
+    val = build.val_pairs(cfg, cache_dir=work / "lr_cache")
+    tests = {name: build.load_test_set(spec, scale, work / "lr_cache")
+             for name, spec in cfg["test_sets"].items()}
+    metric_names = list(cfg["val_metrics"])
+
+    def validate(generator: torch.nn.Module, step: int) -> dict[str, float]:
+        return score(super_resolve(generator, val, device), val, metric_names, scale)
+
+    def batches(stage: int):
+        settings = build.stage_settings(cfg, stage)
+        seed = int(cfg["stage1_seed"] if stage == 1 else cfg["seed"])
+        length = settings.steps * settings.batch_size
+        data = build.patch_dataset(cfg, train, seed=seed, length=length)
+        return lambda start: build.loader(data, settings, start, device)
+
+    # ---- stage 1: PSNR-oriented (shared between runs with the same generator settings)
+    generator, record1 = stage1_model(cfg, work, batches, validate, device, sink)
+    meta["stage1_reused"] = record1["reused"]
+    out_dir = work / "stage2" / build.cell_key(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    psnr_path = out_dir / "G_psnr.pth"
+    save_generator(psnr_path, generator)
+    sink.artifact(psnr_path)
+    psnr_sr = super_resolve(generator, val, device)
+    psnr_tests = {n: super_resolve(generator, p, device) for n, p in tests.items()}
+
+    # ---- stage 2: GAN, generator initialised from stage 1
+    if cfg["fresh"]:
+        (out_dir / "checkpoint.pth").unlink(missing_ok=True)
+    discriminator = build.make_discriminator(cfg, seed=int(cfg["seed"]) + 1)
+    outcome2 = train_gan(generator, discriminator, perceptual, batches(2),
+                         build.stage_settings(cfg, 2), gan_loss=build.gan_loss_name(cfg),
+                         weights=build.gan_weights(cfg), lr_d=float(cfg["lr_d"]), device=device,
+                         checkpoint=out_dir / "checkpoint.pth", log=sink.log, validate=validate,
+                         progress=cfg["progress"])
+    gan_path = out_dir / "G_gan.pth"
+    save_generator(gan_path, generator)
+    sink.artifact(gan_path)
+    gan_sr = super_resolve(generator, val, device)
+
+    # ---- evaluation: validation set and test sets, both stages and bicubic
+    result: dict[str, Any] = {"psnr_model": {}, "gan_model": {}, "bicubic": {}}
+    sets = {"val": (val, psnr_sr, gan_sr)}
+    for name, pairs in tests.items():
+        sets[name] = (pairs, psnr_tests[name], super_resolve(generator, pairs, device))
+    rows = []
+    for set_name, (pairs, sr1, sr2) in sets.items():
+        for model, images in (("bicubic", bicubic_images(pairs, scale)), ("psnr_model", sr1),
+                              ("gan_model", sr2)):
+            means = score(images, pairs, metric_names, scale)
+            result[model][set_name] = means
+            rows.append({"set": set_name, "model": model, **means})
+    table = out_dir / "metrics.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    sink.artifact(table)
+
+    # a few small crops of the validation images, the same window for every run
+    crop = int(cfg["val_crops"])
+    if crop:
+        for pair, a, b in zip(val, psnr_sr, gan_sr, strict=True):
+            for tag, img in (("hr", pair.hr), ("psnr", a), ("gan", b)):
+                path = out_dir / f"crop_{pair.name}_{tag}.png"
+                write_image(path, center_crop(img, crop))
+                sink.artifact(path)
+
+    result["seconds"] = {"stage1": record1["seconds"], "stage2": outcome2.seconds,
+                         "total": time.perf_counter() - t_start}
+    result["steps"] = {"stage1": record1["steps"], "stage2": outcome2.steps}
+    meta["stage2_resumed_from"] = outcome2.resumed_from
+    return result
+
+
+# Exceptions whose message is the whole story (bad input, missing file, divergence).
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, OSError,
+                                                 TrainingDiverged)
+
+
+@ex.main
+def main(_config: dict, _run: Any) -> dict[str, Any]:
+    cfg = dict(_config)
+    torch.manual_seed(int(cfg["seed"]))
+    try:
+        return run_cell(cfg, Sink(_run))
+    except KNOWN_ERRORS as e:
+        raise RunError(f"{type(e).__name__}: {e}") from None
+
+
+def attach_observers(argv: list[str]) -> list[str]:
+    """Add the observers; return argv without our own flags (--mongo URL, --runs DIR)."""
+    from sacred.observers import FileStorageObserver
+
+    rest, mongo, runs = [], os.environ.get("ESRGAN_MONGO"), str(presets.runs_root())
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--mongo", "--runs"):
+            value = next(args, None)
+            if value is None:
+                raise SystemExit(f"error: {arg} needs a value")
+            mongo, runs = (value, runs) if arg == "--mongo" else (mongo, value)
+        elif arg.startswith(("--mongo=", "--runs=")):
+            key, value = arg.split("=", 1)
+            mongo, runs = (value, runs) if key == "--mongo" else (mongo, value)
+        else:
+            rest.append(arg)
+    ex.observers.append(FileStorageObserver(runs))
+    return rest
+
+
+if __name__ == "__main__":
+    ex.run_commandline(attach_observers(sys.argv))

@@ -1,0 +1,115 @@
+"""Shared test fixtures: the ../shared data folder and a real MongoDB wire-protocol server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ../shared folder beside the repository (test data only; the product never reads it).
+
+    ESRGAN_SHARED overrides the location. Tests that use it are skipped when it is absent.
+    """
+    path = Path(os.environ.get("ESRGAN_SHARED", REPO_ROOT.parent / "shared"))
+    if not (path / "data").is_dir():
+        pytest.skip(f"shared test data not found at {path} (set ESRGAN_SHARED)")
+    return path
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _nx_binary() -> str:
+    exe = Path(sys.executable).with_name("nx-27017")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("nx-27017")
+    if not found:
+        pytest.skip("nx-27017 is not installed (pip install nx-27017)")
+    return found
+
+
+class MongoServer:
+    """An nx-27017 process (MongoDB wire protocol on SQLite) on a loopback port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pid_file = self.workdir / f"nx-{self.port}.pid"
+        cmd = [
+            _nx_binary(), "--db", str(self.workdir / "mongo.sqlite"), "-p", str(self.port),
+            "--log-file", str(self.workdir / "nx.log"), "--pid-file", str(pid_file),
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"nx-27017 exited with {self.proc.returncode}") from None
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("nx-27017 did not start listening within 30 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    """One nx-27017 server for the whole session; tests use their own database names."""
+    server = MongoServer(tmp_path_factory.mktemp("mongo"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def mongo_factory(tmp_path: Path) -> Iterator:
+    """Start private servers (for tests that kill the server); all are stopped afterwards."""
+    servers: list[MongoServer] = []
+
+    def make() -> MongoServer:
+        srv = MongoServer(tmp_path / f"mongo{len(servers)}")
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()

@@ -1,0 +1,126 @@
+"""Config -> model and losses: each of the six switches changes exactly its part."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sacred.config import ConfigScope
+from torch import nn
+
+from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
+from experiments import build, presets
+
+
+def config(**overrides) -> dict:
+    """The tiny preset's config as Sacred computes it, with overrides."""
+    tiny = dict(ConfigScope(presets.tiny)(fixed=overrides))
+    return dict(ConfigScope(presets.base)(fixed={**tiny, **overrides}))
+
+
+SWITCHES = {"rrdb": False, "bn": True, "beta": 1.0, "small_init": False, "ragan": False,
+            "vgg_before_act": False}
+G_SWITCHES = ("rrdb", "bn", "beta", "small_init")
+
+
+def test_tiny_config_is_the_tiny_preset() -> None:
+    cfg = config()
+    assert (cfg["preset"], cfg["nf"], cfg["nb"], cfg["vgg_weights"]) == ("tiny", 16, 1, "random")
+    assert cfg["percep_normalize"] is True  # derived from vgg_weights == 'random'
+    assert config(vgg_weights="imagenet")["percep_normalize"] is False
+    assert presets.validate(cfg) == []
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_each_switch_changes_only_its_part(switch: str) -> None:
+    base, flipped = config(), config(**{switch: SWITCHES[switch]})
+    arch_a, arch_b = build.generator_arch(base), build.generator_arch(flipped)
+    changed = {k for k in arch_a if arch_a[k] != arch_b[k]}
+    expected = {"rrdb": {"trunk", "nb"}, "bn": {"bn"}, "beta": {"beta"},
+                "small_init": {"init_scale"}}.get(switch, set())
+    assert changed == expected
+    assert (build.gan_loss_name(base) != build.gan_loss_name(flipped)) == (switch == "ragan")
+    vgg_a, vgg_b = build.make_feature_extractor(base), build.make_feature_extractor(flipped)
+    assert (vgg_a.description != vgg_b.description) == (switch == "vgg_before_act")
+    # stage 1 is shared exactly when the switch is not a generator switch
+    assert (build.stage1_key(base) != build.stage1_key(flipped)) == (switch in G_SWITCHES)
+    assert build.cell_key(base) != build.cell_key(flipped)
+
+
+def _modules(model: nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+def test_generator_switches_build_their_networks() -> None:
+    full = build.make_generator(config(), seed=0)
+    assert _modules(full, nn.BatchNorm2d) == 0
+    with_bn = build.make_generator(config(bn=True), seed=0)
+    assert _modules(with_bn, nn.BatchNorm2d) > 0
+    resblocks = build.make_generator(config(rrdb=False), seed=0)
+    assert type(next(iter(resblocks.body.children()))).__name__ == "ResBlock"
+    assert len(list(resblocks.body.children())) == config()["nb_resblock"]
+    # small init scales the residual-branch weights only
+    plain = build.make_generator(config(small_init=False), seed=0)
+    small = build.make_generator(config(), seed=0)
+    w_plain = plain.body[0].rdb1.conv1.weight.std().item()
+    w_small = small.body[0].rdb1.conv1.weight.std().item()
+    assert w_small == pytest.approx(0.1 * w_plain, rel=1e-5)
+    assert torch.equal(plain.conv_first.weight, small.conv_first.weight)
+
+
+def test_feature_switch_is_a_relu() -> None:
+    before = build.make_feature_extractor(config())
+    after = build.make_feature_extractor(config(vgg_before_act=False))
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(torch.relu(before(x)), after(x))
+    assert (before(x) < 0).any()
+
+
+def test_discriminator_follows_the_patch() -> None:
+    for patch in (32, 64, 128):
+        d = build.make_discriminator(config(patch=patch), seed=0)
+        assert d(torch.rand(2, 3, patch, patch)).shape == (2, 1)
+
+
+def test_gan_losses_match_the_formulas() -> None:
+    real = torch.tensor([2.0, 0.5, -1.0])
+    fake = torch.tensor([-0.5, 1.5, 0.0])
+
+    def sp(x: float) -> float:  # -log sigma(-x) = softplus(x)
+        return math.log1p(math.exp(x))
+
+    # standard: L_D = mean(-log s(r)) + mean(-log(1-s(f))), halved; L_G = mean(-log s(f))
+    d_std = 0.5 * (sum(sp(-r) for r in real.tolist()) / 3 + sum(sp(f) for f in fake.tolist()) / 3)
+    g_std = sum(sp(-f) for f in fake.tolist()) / 3
+    assert discriminator_loss(real, fake, "standard").item() == pytest.approx(d_std, rel=1e-6)
+    assert generator_adversarial_loss(real, fake, "standard").item() == pytest.approx(g_std)
+    # relativistic average: eq. (1) and (2) with the batch means, averaged over two terms
+    mr, mf = real.mean().item(), fake.mean().item()
+    d_ra = 0.5 * (sum(sp(-(r - mf)) for r in real.tolist()) / 3
+                  + sum(sp(f - mr) for f in fake.tolist()) / 3)
+    g_ra = 0.5 * (sum(sp(r - mf) for r in real.tolist()) / 3
+                  + sum(sp(-(f - mr)) for f in fake.tolist()) / 3)
+    assert discriminator_loss(real, fake, "ragan").item() == pytest.approx(d_ra, rel=1e-6)
+    assert generator_adversarial_loss(real, fake, "ragan").item() == pytest.approx(g_ra, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        discriminator_loss(real, fake, "wgan")
+
+
+def test_ragan_generator_loss_depends_on_real_logits() -> None:
+    """The generator gets gradients from both real and generated data in (2)."""
+    fake = torch.tensor([0.3, -0.2], requires_grad=True)
+    real = torch.tensor([1.0, 2.0], requires_grad=True)
+    generator_adversarial_loss(real, fake, "ragan").backward()
+    assert real.grad is not None and real.grad.abs().sum() > 0
+    real.grad = None
+    generator_adversarial_loss(real, fake, "standard").backward()
+    assert real.grad is None or real.grad.abs().sum() == 0
+
+
+def test_stable_logits_form_survives_extreme_logits() -> None:
+    real = torch.tensor([200.0, -200.0])
+    fake = torch.tensor([-300.0, 300.0])
+    for kind in ("standard", "ragan"):
+        assert torch.isfinite(discriminator_loss(real, fake, kind))
+        assert torch.isfinite(generator_adversarial_loss(real, fake, kind))

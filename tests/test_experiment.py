@@ -1,0 +1,163 @@
+"""The Sacred experiment end to end: real runs of the tiny preset, file store and MongoDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from esrgan.weights import load_generator_state
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "experiments" / "run.py"
+# even smaller than the tiny preset: these tests check plumbing, not quality
+FAST = ["steps1=30", "steps2=20", "ckpt_every=10", "progress=False", "val_metrics=['psnr']"]
+
+
+def run_exp(tmp: Path, *args: str, timeout: float = 120, env: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """``python experiments/run.py ARGS`` in ``tmp`` (file store tmp/runs, work dir tmp/work)."""
+    full_env = {**os.environ, "ESRGAN_RUNS": str(tmp / "runs"), **(env or {})}
+    proc = subprocess.run([sys.executable, str(RUN), *args], cwd=tmp, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_dirs(tmp: Path) -> list[Path]:
+    root = tmp / "runs"
+    return sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def test_tiny_run_writes_a_complete_file_store_run(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    run_exp(tmp_path, "with", "tiny", "progress=False")
+    seconds = time.perf_counter() - t0
+    assert seconds < 60, f"tiny preset took {seconds:.0f} s"
+    (run,) = run_dirs(tmp_path)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "COMPLETED"
+    result = record["result"]
+    for model in ("bicubic", "psnr_model", "gan_model"):
+        assert set(result[model]["val"]) >= {"psnr", "ssim", "niqe", "rmse"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["preset"] == "tiny" and config["vgg_weights"] == "random"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"stage1_l_pix", "stage2_l_g", "stage2_l_d", "stage2_val_psnr"} <= set(metrics)
+    assert len(metrics["stage1_l_pix"]["values"]) == 10  # 100 steps, one point per 10
+    names = {p.name for p in run.iterdir()}
+    assert {"G_psnr.pth", "G_gan.pth", "metrics.csv"} <= names
+    assert any(n.startswith("crop_coffee") for n in names)
+    info = json.loads((run / "info.json").read_text())["esrgan"]
+    assert "random weights" in info["vgg"]
+    assert any("random-weight VGG19" in s for s in info["substitutes"])
+    # the stored generator is a loadable weights file
+    state = load_generator_state(run / "G_gan.pth")
+    assert "conv_first.weight" in state
+
+
+def test_runs_sharing_generator_settings_reuse_stage1(tmp_path: Path) -> None:
+    run_exp(tmp_path, "with", "tiny", *FAST)
+    run_exp(tmp_path, "with", "tiny", *FAST, "ragan=False")  # a stage-2 switch only
+    first, second = run_dirs(tmp_path)
+    info1 = json.loads((first / "info.json").read_text())["esrgan"]
+    info2 = json.loads((second / "info.json").read_text())["esrgan"]
+    assert info1["stage1_key"] == info2["stage1_key"]
+    assert (info1["stage1_reused"], info2["stage1_reused"]) == (False, True)
+    assert info1["cell_key"] != info2["cell_key"]
+    # the reused model is the same model, and its curves are replayed into the second run
+    a = load_generator_state(first / "G_psnr.pth")
+    b = load_generator_state(second / "G_psnr.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    m2 = json.loads((second / "metrics.json").read_text())
+    assert "stage1_l_pix" in m2
+    # a generator switch gives a different stage-1 model
+    run_exp(tmp_path, "with", "tiny", *FAST, "bn=True")
+    info3 = json.loads((run_dirs(tmp_path)[-1] / "info.json").read_text())["esrgan"]
+    assert info3["stage1_key"] != info1["stage1_key"] and not info3["stage1_reused"]
+
+
+def _stage2_checkpoint_step(work: Path) -> int:
+    for ckpt in (work / "stage2").glob("*/checkpoint.pth"):
+        try:
+            return int(torch.load(ckpt, weights_only=True)["step"])
+        except Exception:  # being written right now
+            return 0
+    return 0
+
+
+def test_sigkill_in_stage2_then_resume_is_bit_exact(tmp_path: Path) -> None:
+    args = ["with", "tiny", "steps1=30", "steps2=60", "ckpt_every=5", "progress=False",
+            "val_metrics=['psnr']"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    run_exp(whole, *args)
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    env = {**os.environ, "ESRGAN_RUNS": str(killed / "runs")}
+    proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=killed, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while _stage2_checkpoint_step(killed / "work") < 20 and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = _stage2_checkpoint_step(killed / "work")
+    assert 20 <= step < 60, f"killed at checkpoint step {step}"
+    (dead,) = run_dirs(killed)
+    assert json.loads((dead / "run.json").read_text())["status"] == "RUNNING"  # never finished
+
+    run_exp(killed, "with", f"resume={dead}", "progress=False")
+    resumed = run_dirs(killed)[-1]
+    assert json.loads((resumed / "run.json").read_text())["status"] == "COMPLETED"
+    info = json.loads((resumed / "info.json").read_text())["esrgan"]
+    assert info["stage2_resumed_from"] == step
+    a = load_generator_state(run_dirs(whole)[0] / "G_gan.pth")
+    b = load_generator_state(resumed / "G_gan.pth")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from uninterrupted"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("beta=-0.5", "beta must be > 0"),
+        ("patch=40", "patch must be a positive multiple of 32"),
+        ("train_hr=/no/such/folder", "train_hr folder not found: /no/such/folder"),
+        ("vgg_weights=imagenet", "vgg19-dcbb9e9d.pth not found"),
+        ("val_metrics=['psnr','nope']", "unknown val_metrics ['nope']"),
+    ],
+)
+def test_invalid_config_gives_one_clear_line(tmp_path: Path, override: str, expected: str) -> None:
+    env = {"TORCH_HOME": str(tmp_path / "torch_home")}  # no ImageNet VGG19 there
+    proc = run_exp(tmp_path, "with", "tiny", override, env=env, check=False, timeout=60)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "work").exists()  # nothing trained
+
+
+def test_unknown_config_key_is_refused(tmp_path: Path) -> None:
+    proc = run_exp(tmp_path, "with", "tiny", "ragann=False", check=False, timeout=60)
+    assert proc.returncode != 0
+    assert "ragann" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_nan_loss_fails_the_run_with_a_clear_error(tmp_path: Path) -> None:
+    proc = run_exp(tmp_path, "with", "tiny", *FAST, "lr1=1e12", check=False)
+    assert proc.returncode != 0
+    assert "not finite" in proc.stderr and "stage 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (run,) = run_dirs(tmp_path)
+    assert json.loads((run / "run.json").read_text())["status"] == "FAILED"
