@@ -1,5 +1,5 @@
 # esrgan-lab: the two commands a fresh machine needs are `make ablation` and `make test`.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip

@@ -41,7 +41,7 @@ STAGE1_KEYS = (
 # Keys that never change what is computed (where, how fast, how often it is shown).
 NON_SEMANTIC_KEYS = (
     "device", "num_workers", "resume", "fresh", "work_dir", "progress", "log_every",
-    "val_every", "ckpt_every", "test_sets", "val_crops",
+    "val_every", "ckpt_every", "test_sets", "val_crops", "interp_alphas", "bp_iterations",
 )
 
 

@@ -71,6 +71,8 @@ def base():
     test_sets = {}  # name -> HR folder (or {'hr': ..., 'lr': ...}) scored at the end
     val_metrics = ["psnr", "ssim", "niqe"]  # metrics of validation (Y channel, shave = scale)
     val_crops = 64  # side of the centre crops saved per validation image (0: none)
+    interp_alphas = [round(0.1 * i, 1) for i in range(11)]  # `interpolate` command's alphas
+    bp_iterations = 5  # back-projection iterations of the `interpolate` command
 
     # --- run mechanics
     seed = 0  # seed of stage 2 (data order, D init) and, by default, stage 1
@@ -127,6 +129,8 @@ def paper():
 
 
 NAMED = {"tiny": tiny, "cpu": cpu, "paper": paper}
+# replicates per cell in `experiments/matrix.py` (and so `make ablation`) unless --seeds is given
+MATRIX_SEEDS = {"tiny": 2, "cpu": 2, "paper": 1}
 
 
 def _vgg_problem(weights: str) -> str | None:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `experiments` importable
@@ -46,10 +47,11 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from sacred import Experiment  # noqa: E402
 from sacred.utils import SacredError  # noqa: E402
 
+from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import ImagePair, imresize, to_numpy, to_tensor, write_image  # noqa: E402
 from esrgan.metrics import niqe, pooled_rmse, psnr, rmse, ssim  # noqa: E402
 from esrgan.train import TrainingDiverged, train_gan, train_psnr  # noqa: E402
-from esrgan.weights import load_generator_state, save_generator  # noqa: E402
+from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
 from experiments import build, presets  # noqa: E402
 
 ex = Experiment("esrgan", save_git_info=False)
@@ -207,7 +209,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     scale = int(cfg["scale"])
     info = sink.run.info
     info["esrgan"] = meta = {
-        "preset": cfg["preset"], "git": git_revision(), "device": str(device),
+        "kind": "cell", "preset": cfg["preset"], "git": git_revision(), "device": str(device),
         "stage1_key": build.stage1_key(cfg), "cell_key": build.cell_key(cfg),
         "generator_arch": build.generator_arch(cfg), "gan_loss": build.gan_loss_name(cfg),
         "train_data": cfg["train_hr"] or "embedded (scikit-image photos)",
@@ -294,6 +296,56 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     return result
 
 
+def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
+    """Network vs image interpolation between this configuration's PSNR and GAN generators.
+
+    Needs the cell trained first (its generators in ``work_dir/stage2/<cell key>/``).
+    Network: theta = (1 - a) theta_PSNR + a theta_GAN; image: (1 - a) SR_PSNR + a SR_GAN.
+    Plus back projection (``bp_iterations``) applied to the GAN model's output.
+    """
+    device = resolve_device(cfg["device"])
+    scale = int(cfg["scale"])
+    folder = Path(cfg["work_dir"]) / "stage2" / build.cell_key(cfg)
+    paths = [folder / "G_psnr.pth", folder / "G_gan.pth"]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} not found: train this configuration first "
+                                "(experiments/run.py with the same settings)")
+    sink.run.info["esrgan"] = {"kind": "interpolation", "preset": cfg["preset"],
+                               "git": git_revision(), "cell_key": build.cell_key(cfg),
+                               "stage1_key": build.stage1_key(cfg),
+                               "substitutes": presets.substitutes(cfg),
+                               "vgg": cfg["vgg_weights"]}
+    val = build.val_pairs(cfg, cache_dir=Path(cfg["work_dir"]) / "lr_cache")
+    metric_names = list(cfg["val_metrics"])
+    theta_psnr, theta_gan = (load_generator_state(p) for p in paths)
+    generator = build.make_generator(cfg, seed=0).to(device)
+    generator.load_state_dict(theta_psnr)
+    sr_psnr = super_resolve(generator, val, device)
+    generator.load_state_dict(theta_gan)
+    sr_gan = super_resolve(generator, val, device)
+    result: dict[str, Any] = {"network": [], "image": []}
+    for alpha in tqdm(list(cfg["interp_alphas"]), desc="interpolation",
+                      disable=not cfg["progress"]):
+        alpha = float(alpha)
+        generator.load_state_dict(interpolate_state(theta_psnr, theta_gan, alpha))
+        net = score(super_resolve(generator, val, device), val, metric_names, scale)
+        blend = [(1 - alpha) * a + alpha * b for a, b in zip(sr_psnr, sr_gan, strict=True)]
+        img = score(blend, val, metric_names, scale)
+        result["network"].append({"alpha": alpha, **net})
+        result["image"].append({"alpha": alpha, **img})
+        for name, value in net.items():
+            sink.log(f"interp_network_{name}", value, round(alpha * 100))
+        for name, value in img.items():
+            sink.log(f"interp_image_{name}", value, round(alpha * 100))
+    iterations = int(cfg["bp_iterations"])
+    refined = [np.clip(back_project(sr, pair.lr, scale, iterations), 0, 1)
+               for sr, pair in zip(sr_gan, val, strict=True)]
+    result["back_projection"] = {"iterations": iterations,
+                                 **score(refined, val, metric_names, scale)}
+    return result
+
+
 # Exceptions whose message is the whole story (bad input, missing file, divergence).
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, OSError,
                                                  TrainingDiverged)
@@ -328,6 +380,15 @@ def attach_observers(argv: list[str]) -> list[str]:
             rest.append(arg)
     ex.observers.append(FileStorageObserver(runs))
     return rest
+
+
+@ex.command
+def interpolate(_config: dict, _run: Any) -> dict[str, Any]:
+    """Network vs image interpolation (and back projection) of an already trained cell."""
+    try:
+        return interpolation_sweep(dict(_config), Sink(_run))
+    except KNOWN_ERRORS as e:
+        raise RunError(f"{type(e).__name__}: {e}") from None
 
 
 if __name__ == "__main__":

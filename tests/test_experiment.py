@@ -38,10 +38,7 @@ def run_dirs(tmp: Path) -> list[Path]:
 
 
 def test_tiny_run_writes_a_complete_file_store_run(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
-    run_exp(tmp_path, "with", "tiny", "progress=False")
-    seconds = time.perf_counter() - t0
-    assert seconds < 60, f"tiny preset took {seconds:.0f} s"
+    run_exp(tmp_path, "with", "tiny", "progress=False")  # its wall time: `make bench`, not here
     (run,) = run_dirs(tmp_path)
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "COMPLETED"

@@ -1,0 +1,343 @@
+"""The ablation matrix: designs -> cells -> commands, skipping what the run store already holds.
+
+    python experiments/matrix.py run [--design default] [--preset cpu] [--seeds 2] [--jobs 1]
+                                     [--mongo URL] [--runs DIR] [-- key=value ...]
+    python experiments/matrix.py commands DESIGN [--preset ...] [--seeds ...]   # one per line
+    python experiments/matrix.py list DESIGN [--preset ...]                     # cells + status
+
+Designs (PAPER.md section 6):
+
+- ``paper``: the cumulative path of the paper's ablation figure: SRGAN (ResBlock, BN,
+  after-activation VGG, standard GAN, beta 1, plain init) -> remove BN -> VGG before activation
+  -> RaGAN -> RRDB trunk with beta 0.2 and small init (= full ESRGAN).
+- ``one-at-a-time``: full ESRGAN and, for each of the six switches, ESRGAN with that switch
+  flipped.
+- ``factorial``: every combination of the six switches (64 cells; for a GPU).
+- ``default``: ``paper`` + ``one-at-a-time``, shared cells once (11 cells per seed).
+
+A cell is one configuration and seed; it is one ``experiments/run.py`` command, so cells run
+anywhere (``JOBS=N`` here, a SLURM array elsewhere) as long as they share one run store. A cell
+is done when the store holds a COMPLETED run with its cell key (a hash of every setting that
+changes what is computed, recorded by run.py as ``info.esrgan.cell_key``). Interrupted cells
+simply run again: run.py continues from the cell's checkpoint in ``work_dir``. After the cells,
+the interpolation sweep (network vs image interpolation and back projection) runs for the full
+ESRGAN cell of every seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from sacred.config import ConfigScope  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from experiments import build, presets  # noqa: E402
+
+RUN_PY = REPO_ROOT / "experiments" / "run.py"
+
+# The full ESRGAN and its SRGAN counterpart, switch by switch.
+ESRGAN = {"rrdb": True, "bn": False, "beta": 0.2, "small_init": True, "ragan": True,
+          "vgg_before_act": True}
+SRGAN = {"rrdb": False, "bn": True, "beta": 1.0, "small_init": False, "ragan": False,
+         "vgg_before_act": False}
+SWITCHES = tuple(ESRGAN)
+
+
+def design_paper() -> list[dict[str, Any]]:
+    """SRGAN -> -BN -> +before-activation -> +RaGAN -> +RRDB/beta/small init (ESRGAN)."""
+    steps = [dict(SRGAN)]
+    for change in ({"bn": False}, {"vgg_before_act": True}, {"ragan": True}):
+        steps.append({**steps[-1], **change})
+    steps.append(dict(ESRGAN))
+    return steps
+
+
+def design_one_at_a_time() -> list[dict[str, Any]]:
+    """ESRGAN, then ESRGAN with each switch flipped to its SRGAN value."""
+    return [dict(ESRGAN)] + [{**ESRGAN, s: SRGAN[s]} for s in SWITCHES]
+
+
+def design_factorial() -> list[dict[str, Any]]:
+    values = [(ESRGAN[s], SRGAN[s]) for s in SWITCHES]
+    return [dict(zip(SWITCHES, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def design_default() -> list[dict[str, Any]]:
+    return unique(design_paper() + design_one_at_a_time())
+
+
+DESIGNS = {"default": design_default, "paper": design_paper,
+           "one-at-a-time": design_one_at_a_time, "factorial": design_factorial}
+
+
+def unique(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for cell in cells:
+        key = tuple(sorted(cell.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(cell)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` as Sacred reads it on the command line (Python literal, else string)."""
+    from sacred.arg_parser import _convert_value
+
+    key, _, value = text.partition("=")
+    if not key or not _:
+        raise SystemExit(f"error: override {text!r} is not key=value")
+    return key, _convert_value(value)
+
+
+def full_config(preset: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The config Sacred gives ``run.py with PRESET overrides`` (for the cell key)."""
+    if preset not in presets.NAMED:
+        raise SystemExit(f"error: unknown preset {preset!r}; choose {sorted(presets.NAMED)}")
+    named = dict(ConfigScope(presets.NAMED[preset])(fixed=dict(overrides)))
+    cfg = dict(ConfigScope(presets.base)(fixed={**named, **overrides}))
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise SystemExit(f"error: unknown config keys {sorted(unknown)}")
+    return cfg
+
+
+@dataclass
+class Cell:
+    """One configuration and seed of the matrix, as a run.py command."""
+
+    switches: dict[str, Any]
+    seed: int
+    preset: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "cell"  # or 'interpolation'
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return {**self.switches, **self.extra, "seed": self.seed}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return full_config(self.preset, self.overrides)
+
+    @property
+    def key(self) -> str:
+        return build.cell_key(self.config)
+
+    def argv(self, mongo: str | None = None) -> list[str]:
+        cmd = [sys.executable, str(RUN_PY)]
+        if mongo:
+            cmd += ["--mongo", mongo]
+        if self.kind == "interpolation":
+            cmd.append("interpolate")
+        cmd += ["with", self.preset]
+        cmd += [f"{k}={v!r}" for k, v in self.overrides.items()]
+        return cmd + ["progress=False"]
+
+    def label(self) -> str:
+        flipped = [s for s in SWITCHES if self.switches[s] != ESRGAN[s]]
+        name = "ESRGAN" if not flipped else "ESRGAN but " + ",".join(flipped)
+        prefix = "interpolation " if self.kind == "interpolation" else ""
+        return f"{prefix}{name} seed {self.seed}"
+
+
+def make_cells(design: str, preset: str, seeds: Iterable[int],
+               extra: Mapping[str, Any]) -> list[Cell]:
+    if design not in DESIGNS:
+        raise SystemExit(f"error: unknown design {design!r}; choose {sorted(DESIGNS)}")
+    return [Cell(switches, seed, preset, dict(extra))
+            for seed in seeds for switches in DESIGNS[design]()]
+
+
+def interpolation_cells(cells: list[Cell]) -> list[Cell]:
+    """The sweep of each seed's full ESRGAN cell (only when the design has one)."""
+    return [Cell(c.switches, c.seed, c.preset, c.extra, kind="interpolation")
+            for c in cells if c.switches == ESRGAN]
+
+
+# ------------------------------------------------------------------------------------------
+# what the store already holds
+
+
+def completed_keys(runs_dir: Path | None, mongo: str | None) -> set[tuple[str, str]]:
+    """(kind, cell_key) of every COMPLETED run in the file store and/or MongoDB."""
+    done: set[tuple[str, str]] = set()
+    if runs_dir is not None and runs_dir.is_dir():
+        for run in runs_dir.iterdir():
+            try:
+                status = json.loads((run / "run.json").read_text())["status"]
+                meta = json.loads((run / "info.json").read_text()).get("esrgan", {})
+            except (OSError, ValueError, KeyError):
+                continue  # not a run folder, or one still being written
+            if status == "COMPLETED" and "cell_key" in meta:
+                done.add((meta.get("kind", "cell"), meta["cell_key"]))
+    if mongo:
+        from pymongo import MongoClient
+
+        from experiments.observers import parse_mongo_target
+
+        url, db_name = parse_mongo_target(mongo)
+        client = MongoClient(url, serverSelectionTimeoutMS=5000)
+        try:
+            for doc in client[db_name]["runs"].find(
+                    {"status": "COMPLETED", "info.esrgan.cell_key": {"$exists": True}},
+                    {"info.esrgan.cell_key": 1, "info.esrgan.kind": 1}):
+                meta = doc["info"]["esrgan"]
+                done.add((meta.get("kind", "cell"), meta["cell_key"]))
+        finally:
+            client.close()
+    return done
+
+
+def is_done(cell: Cell, done: set[tuple[str, str]]) -> bool:
+    return (cell.kind, cell.key) in done
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def vgg_fallback(extra: dict[str, Any]) -> str | None:
+    """Use a random VGG19 when the ImageNet file is missing (and say so); None if not needed."""
+    if "vgg_weights" in extra:
+        return None
+    from esrgan.archs.vgg import imagenet_weights_path
+
+    path = imagenet_weights_path()
+    if path.is_file():
+        return None
+    extra["vgg_weights"] = "random"
+    return (f"NOTE: ImageNet VGG19 weights not found at {path}: this matrix runs with "
+            "vgg_weights=random (a seeded random-weight VGG19), and every figure says so.")
+
+
+def run_cells(cells: list[Cell], jobs: int, mongo: str | None, log_dir: Path,
+              env: Mapping[str, str]) -> list[Cell]:
+    """Run the commands, ``jobs`` at a time, with one progress bar; returns the failed cells."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[Cell] = []
+    bar = tqdm(total=len(cells), desc="matrix", unit="cell", dynamic_ncols=True)
+
+    def launch(cell: Cell) -> int:
+        log = log_dir / f"{cell.kind}-{cell.key}.log"
+        with open(log, "w") as handle:
+            handle.write(shlex.join(cell.argv(mongo)) + "\n")
+            handle.flush()
+            return subprocess.run(cell.argv(mongo), stdout=handle, stderr=subprocess.STDOUT,
+                                  env=dict(env), cwd=os.getcwd()).returncode
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: dict[Future, Cell] = {}
+        queue = list(cells)
+        try:
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    cell = queue.pop(0)
+                    bar.set_postfix_str(cell.label())
+                    pending[pool.submit(launch, cell)] = cell
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    cell = pending.pop(future)
+                    if future.result() != 0:
+                        failed.append(cell)
+                        log = log_dir / f"{cell.kind}-{cell.key}.log"
+                        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+                        tqdm.write(f"FAILED: {cell.label()}: {' '.join(tail)} (log: {log})")
+                    bar.update(1)
+        except KeyboardInterrupt:
+            tqdm.write("interrupted: finished cells are stored; run the same command to go on")
+            raise
+        finally:
+            bar.close()
+    return failed
+
+
+def thread_env(jobs: int) -> dict[str, str]:
+    """Split the cores between parallel cells (torch would otherwise oversubscribe)."""
+    env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "commands", "list"))
+    parser.add_argument("design", nargs="?", default="default", choices=sorted(DESIGNS))
+    parser.add_argument("--preset", default="cpu", choices=sorted(presets.NAMED))
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="replicates per cell: seeds 0..N-1 (default: the preset's)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once")
+    parser.add_argument("--mongo", default=os.environ.get("ESRGAN_MONGO"),
+                        help="MongoDB URL shared by every cell (env ESRGAN_MONGO)")
+    parser.add_argument("--runs", default=str(presets.runs_root()),
+                        help="file store (env ESRGAN_RUNS, default runs/)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides for every cell")
+    args = parser.parse_args(argv)
+
+    seeds = args.seeds if args.seeds is not None else presets.MATRIX_SEEDS[args.preset]
+    extra = dict(parse_override(o) for o in args.overrides)
+    notice = vgg_fallback(extra)
+    cells = make_cells(args.design, args.preset, range(seeds), extra)
+    cells += interpolation_cells(cells)
+    runs_dir = Path(args.runs)
+    if args.mongo:
+        from experiments.observers import MongoUnavailable, ping_mongo
+
+        try:
+            ping_mongo(args.mongo)
+        except MongoUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    done = completed_keys(runs_dir, args.mongo)
+
+    if args.action == "commands":
+        env_prefix = f"ESRGAN_RUNS={shlex.quote(str(runs_dir))} "
+        for cell in cells:
+            print(env_prefix + shlex.join(cell.argv(args.mongo)))
+        return 0
+    if args.action == "list":
+        for cell in cells:
+            print(f"{'done' if is_done(cell, done) else 'todo'}  {cell.key}  {cell.label()}")
+        return 0
+
+    todo = [c for c in cells if not is_done(c, done)]
+    if notice:
+        print(notice)
+    print(f"matrix {args.design} / preset {args.preset} / seeds {seeds}: {len(cells)} cells, "
+          f"{len(cells) - len(todo)} already in the store, {len(todo)} to run")
+    t0 = time.perf_counter()
+    env = {**thread_env(args.jobs), "ESRGAN_RUNS": str(runs_dir)}
+    cells_first = [c for c in todo if c.kind == "cell"]
+    failed = run_cells(cells_first, args.jobs, args.mongo, Path("work") / "logs", env)
+    sweeps = [c for c in todo if c.kind == "interpolation"]
+    failed += run_cells(sweeps, args.jobs, args.mongo, Path("work") / "logs", env)
+    minutes = (time.perf_counter() - t0) / 60
+    print(f"matrix finished in {minutes:.1f} min: {len(todo) - len(failed)} ran, "
+          f"{len(failed)} failed")
+    if notice:
+        print(notice)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
