@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `experiments` import
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from sacred import Experiment  # noqa: E402
-from sacred.utils import SacredError  # noqa: E402
+from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
 
 from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import ImagePair, imresize, to_numpy, to_tensor, write_image  # noqa: E402
@@ -55,6 +55,7 @@ from esrgan.weights import interpolate_state, load_generator_state, save_generat
 from experiments import build, presets  # noqa: E402
 
 ex = Experiment("esrgan", save_git_info=False)
+ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: last state only
 ex.config(presets.base)
 for _name, _fn in presets.NAMED.items():
     ex.named_config(_fn)
@@ -354,6 +355,9 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, 
 @ex.main
 def main(_config: dict, _run: Any) -> dict[str, Any]:
     cfg = dict(_config)
+    # Denormal floats (weights and activations decaying towards 0) make CPU kernels 10-100x
+    # slower; flushing them to zero only touches values below 1e-38.
+    torch.set_flush_denormal(True)
     torch.manual_seed(int(cfg["seed"]))
     try:
         return run_cell(cfg, Sink(_run))
@@ -362,10 +366,22 @@ def main(_config: dict, _run: Any) -> dict[str, Any]:
 
 
 def attach_observers(argv: list[str]) -> list[str]:
-    """Add the observers; return argv without our own flags (--mongo URL, --runs DIR)."""
-    from sacred.observers import FileStorageObserver
+    """Add the observers and check every MongoDB target before anything runs.
 
-    rest, mongo, runs = [], os.environ.get("ESRGAN_MONGO"), str(presets.runs_root())
+    Strips our own flags (``--mongo URL``, ``--runs DIR``) from argv and returns the rest for
+    Sacred. The file store is always attached (it keeps the complete record if MongoDB is lost
+    mid-run); an unreachable MongoDB, ours or Sacred's own ``-m``, exits with one line.
+    """
+    from experiments.observers import (
+        MongoUnavailable,
+        make_observers,
+        parse_mongo_target,
+        ping_mongo,
+        sacred_mongo_arg,
+        use_resilient_mongo,
+    )
+
+    rest, mongo, runs = [], os.environ.get("ESRGAN_MONGO") or None, str(presets.runs_root())
     args = iter(argv)
     for arg in args:
         if arg in ("--mongo", "--runs"):
@@ -378,7 +394,16 @@ def attach_observers(argv: list[str]) -> list[str]:
             mongo, runs = (value, runs) if key == "--mongo" else (mongo, value)
         else:
             rest.append(arg)
-    ex.observers.append(FileStorageObserver(runs))
+    observed = not any(a.startswith("print_") for a in rest)  # print_config observes nothing
+    try:
+        if observed:
+            ex.observers.extend(make_observers(runs, mongo))
+            own = sacred_mongo_arg(rest)
+            if own:
+                ping_mongo(parse_mongo_target(own, default_db="sacred")[0], flag="-m")
+    except (MongoUnavailable, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    use_resilient_mongo(ex)
     return rest
 
 

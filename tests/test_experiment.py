@@ -158,3 +158,64 @@ def test_nan_loss_fails_the_run_with_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     (run,) = run_dirs(tmp_path)
     assert json.loads((run / "run.json").read_text())["status"] == "FAILED"
+
+
+def test_tiny_run_is_stored_in_mongodb(tmp_path: Path, mongo_server) -> None:
+    from pymongo import MongoClient
+
+    db_name = "exp_store"
+    run_exp(tmp_path, "--mongo", f"{mongo_server.url}/{db_name}", "with", "tiny", *FAST,
+            "seed=7")
+    (run,) = run_dirs(tmp_path)
+    cell_key = json.loads((run / "info.json").read_text())["esrgan"]["cell_key"]
+    client = MongoClient(mongo_server.url, serverSelectionTimeoutMS=5000)
+    try:
+        db = client[db_name]
+        doc = db.runs.find_one({"info.esrgan.cell_key": cell_key})
+        assert doc is not None, "run not in MongoDB"
+        assert doc["status"] == "COMPLETED"
+        assert doc["config"]["seed"] == 7 and doc["config"]["preset"] == "tiny"
+        assert doc["result"]["gan_model"]["val"]["psnr"] > 0
+        names = {m["name"] for m in db.metrics.find({"run_id": doc["_id"]})}
+        assert {"stage1_l_pix", "stage2_l_d", "stage2_val_psnr"} <= names
+        artifacts = {a["name"] for a in doc["artifacts"]}
+        assert {"G_psnr.pth", "G_gan.pth", "metrics.csv"} <= artifacts
+        file_id = next(a["file_id"] for a in doc["artifacts"] if a["name"] == "G_gan.pth")
+        assert db["fs.files"].find_one({"_id": file_id})["length"] > 1000
+    finally:
+        client.close()
+
+
+def test_unreachable_mongodb_fails_fast_before_training(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    for flag, target in (("--mongo", f"mongodb://127.0.0.1:{free_port()}/x"),
+                         ("-m", f"127.0.0.1:{free_port()}:x")):
+        t0 = time.perf_counter()
+        args = [flag, target, "with", "tiny"] if flag == "--mongo" else ["with", "tiny", flag,
+                                                                          target]
+        proc = run_exp(tmp_path, *args, check=False, timeout=60)
+        assert proc.returncode != 0
+        assert "unreachable" in proc.stderr and "Traceback" not in proc.stderr
+        assert time.perf_counter() - t0 < 30  # import ~3 s + a loopback refusal, never 30 s
+        assert not (tmp_path / "work").exists()
+
+
+def test_mongodb_lost_mid_run_keeps_the_run(tmp_path: Path, mongo_factory) -> None:
+    server = mongo_factory()
+    env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}
+    args = ["--mongo", f"{server.url}/lost", "with", "tiny", "steps1=30", "steps2=60",
+            "ckpt_every=5", "progress=False", "val_metrics=['psnr']"]
+    proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while _stage2_checkpoint_step(tmp_path / "work") < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.stop()  # MongoDB goes away in the middle of stage 2
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "MongoDB lost" in err
+    (run,) = run_dirs(tmp_path)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "COMPLETED" and record["result"]["gan_model"]["val"]["psnr"] > 0
+    assert (run / "G_gan.pth").exists()

@@ -1,0 +1,445 @@
+"""Write the ablation report of one preset: ``reports/<name>/index.md`` (+ index.html).
+
+    python -m analysis.report --store runs --name cpu-3seeds --preset cpu
+    python -m analysis.report --mongo mongodb://localhost:27017/esrgan --name cpu --preset cpu
+    python -m analysis.report --store runs --mongo URL --name both   # union, duplicates once
+
+The folder holds ``index.md``/``index.html``, ``figures/`` (PNG and SVG of each figure) and
+``tables/`` (CSV and Markdown). The header states the scale of the runs and every departure
+from the paper; a generated text gives each change's measured effect and whether it agrees with
+the paper, flagging effects that came out opposite or within noise. Exit status: 0 written,
+1 no completed runs for the preset, 2 bad arguments or an unreadable store (one ``error:``
+line each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import json
+import math
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import load, tables
+from analysis.labels import (
+    MODEL_LABELS,
+    ONE_FLIP,
+    comparisons,
+    metric_label,
+    short_metric_label,
+    variant_order,
+)
+
+FIGURE_TEXT: dict[str, str] = {
+    "pd_plane_rmse": "GAN models on the perception-distortion plane against PIRM's RMSE, with "
+                     "the PIRM2018 regions shaded (R1 <= 11.5, R2 <= 12.5, R3 <= 16). "
+                     "Lower-left is better on both axes.",
+    "pd_plane_psnr": "The same against PSNR-Y: lower-right is better on both axes.",
+    "interpolation": "Network interpolation (weights) against image interpolation (pixels) "
+                     "between the PSNR-oriented and the GAN model of the same run; the paper "
+                     "finds network interpolation closer to the lower-left.",
+    "switch_effects": "Each change's effect: (variant without the change) − (variant with "
+                      "it), paired by seed.",
+    "training_curves": "Training losses and validation metrics, mean over seeds per variant.",
+    "crops": "The same centre crop of each validation image from every variant.",
+}
+
+
+class ReportError(Exception):
+    """A reason the report cannot be written, said in one line (exit status in ``code``)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------------------------------------
+# text pieces
+
+
+def _join(values: Sequence[object]) -> str:
+    return ", ".join(str(v) for v in values) if len(values) else "?"
+
+
+def _unique(frame: pd.DataFrame, column: str) -> list:
+    return list(dict.fromkeys(frame[column].dropna())) if column in frame else []
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "unknown"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def scale_table(runs: pd.DataFrame, interp: pd.DataFrame, sources: Sequence[str]) -> str:
+    """The header table: preset, data, steps, network, seeds, runs, wall time, git."""
+    per_run = runs.drop_duplicates("run_id")
+    steps = sorted({(int(a), int(b)) for a, b in zip(per_run["steps1"], per_run["steps2"],
+                                                     strict=True)
+                    if pd.notna(a) and pd.notna(b)})
+    seeds = sorted({int(s) for s in per_run["seed"].dropna()})
+    variants = variant_order(per_run["variant"])
+    wall = per_run["wall_s"].sum(min_count=1)
+    wall_interp = interp.drop_duplicates("run_id")
+    rows = [
+        ("Preset", _join(_unique(per_run, "preset"))),
+        ("Training data", _join(_unique(per_run, "train_data"))),
+        ("Validation data", _join(_unique(per_run, "val_data"))),
+        ("Steps per stage", "; ".join(f"PSNR stage {a}, GAN stage {b}" for a, b in steps)
+         or "?"),
+        ("Generator", "; ".join(_unique(per_run, "network")) or "?"),
+        ("Perceptual features", "; ".join(_unique(per_run, "vgg")) or "?"),
+        ("Seeds", f"{_join(seeds)} ({len(seeds)})"),
+        ("Runs", f"{len(per_run)} completed cell runs ({len(variants)} variants)"
+         + (f" + {len(wall_interp)} interpolation run(s)" if len(wall_interp) else "")),
+        ("Total wall time", f"{_duration(float(wall) if pd.notna(wall) else math.nan)} "
+                            "(sum over cell runs; reused stage-1 models count once)"),
+        ("Git revision", _join(_unique(per_run, "git"))),
+        ("Run store", _join(list(sources))),
+        ("Generated", dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
+    ]
+    return tables.markdown_table(["", ""], [[f"**{k}**", v] for k, v in rows])
+
+
+def departures(runs: pd.DataFrame) -> list[str]:
+    """Union of the runs' departures from the paper, in first-seen order."""
+    return list(dict.fromkeys(s for subs in runs.drop_duplicates("run_id")["substitutes"]
+                              for s in subs))
+
+
+def _effect_phrase(row: pd.Series) -> str:
+    unit = " dB" if row["metric"].startswith("psnr") else ""
+    digits = 4 if row["metric"].startswith("ssim") else 2
+    value = f"{row['diff']:+.{digits}f}{unit}"
+    if np.isfinite(row["ci_low"]):
+        value += (f" (95% CI {row['ci_low']:+.{digits}f} to {row['ci_high']:+.{digits}f}, "
+                  f"n={row['n']})")
+    else:
+        value += " (one seed, no interval)"
+    model = MODEL_LABELS.get(row["model"], row["model"])
+    text = f"{model} {short_metric_label(row['metric'])} {value}"
+    verdict = row["verdict"]
+    if verdict.startswith("opposite"):
+        return f"{text}: **opposite to the paper** ({row['claim']} in the paper)"
+    if verdict == "within noise":
+        return f"{text}: *within noise*, the interval includes 0 ({row['claim']} in the paper)"
+    if verdict.startswith("agrees"):
+        return f"{text}: agrees with the paper ({row['claim']}){_one_seed(verdict)}"
+    return f"{text}: {verdict}"
+
+
+def _one_seed(verdict: str) -> str:
+    return ", but one seed proves nothing" if "1 seed" in verdict else ""
+
+
+def findings(effects: pd.DataFrame, runs: pd.DataFrame, set_name: str = "val") -> list[str]:
+    """One bullet per measured change: its effect, its interval and the paper's claim."""
+    present = set(runs["variant"])
+    absent = [label for label in ONE_FLIP.values() if label not in present]
+    if effects.empty:
+        lines = ["No change can be measured: that needs ESRGAN and a variant one change away "
+                 "from it (or two neighbours on the paper's path), run with the same seed."]
+        return lines + (["Absent: " + ", ".join(absent) + "."] if absent else [])
+    part = effects[effects["set"] == set_name]
+    perceptual = "pi" if (part["metric"] == "pi").any() else "niqe"
+    lines = []
+    for comp in comparisons():
+        rows = part[(part["group"] == comp.group) & (part["change"] == comp.change)
+                    & (part["without_change"] == comp.without)]
+        chosen = rows[((rows["model"] == "gan_model") & (rows["metric"] == perceptual))
+                      | ((rows["model"] == "psnr_model") & (rows["metric"] == "psnr"))]
+        if chosen.empty:
+            continue
+        phrases = "; ".join(_effect_phrase(r) for _, r in chosen.iterrows())
+        lines.append(f"**{comp.change}** ({comp.group}: {comp.without} − {comp.with_}): "
+                     f"{phrases}.")
+    if "ESRGAN" not in present:
+        lines.append("ESRGAN itself is not in the store, so no one-switch effect is measured.")
+    elif absent:
+        lines.append("Not measured (variant absent): " + ", ".join(absent) + ".")
+    claimed = part[part["claim"] != ""]
+    counts = claimed["verdict"].map(lambda v: v.split(" (")[0]).value_counts()
+    if len(claimed):
+        summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        lines.append(f"Over all {len(claimed)} claimed (change, model, metric) effects: "
+                     f"{summary}.")
+    if len(part) and int(part["n"].max()) < 2:
+        lines.append("Every comparison rests on a single seed: no interval can be given, and "
+                     "at small scale the seed-to-seed spread has been measured to exceed the "
+                     "differences between variants.")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------
+# Markdown -> HTML
+
+
+_INLINE = [
+    (re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)"), r'<img alt="\1" src="\2">'),
+    (re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r'<a href="\2">\1</a>'),
+    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])"), r"<em>\1</em>"),
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+]
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text, quote=False).replace("\\|", "|")
+    for pattern, replacement in _INLINE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def simple_html(markdown_text: str, title: str) -> str:
+    """HTML of the Markdown subset this report writes: headings, paragraphs, lists, block
+    quotes, tables, images, links, bold, italics and code."""
+    out: list[str] = []
+    lines = markdown_text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+            i += 1
+        elif line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append(lines[i])
+                i += 1
+            out.append(_table_html(block))
+        elif line.startswith(("- ", "> ")):
+            marker = line[:2]
+            block = []
+            while i < len(lines) and lines[i].startswith(marker):
+                block.append(lines[i][2:])
+                i += 1
+            if marker == "- ":
+                out.append("<ul>" + "".join(f"<li>{_inline(b)}</li>" for b in block) + "</ul>")
+            else:
+                out.append("<blockquote><p>" + " ".join(_inline(b) for b in block)
+                           + "</p></blockquote>")
+        else:
+            block = []
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(
+                    ("#", "|", "- ", "> ")):
+                block.append(lines[i])
+                i += 1
+            out.append("<p>" + " ".join(_inline(b) for b in block) + "</p>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
+             "td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}"
+             "blockquote{border-left:4px solid #d1495b;margin:1em 0;padding:.2em 1em;"
+             "background:#fdf2f3}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(out)
+            + "\n</body></html>\n")
+
+
+def _cells(line: str) -> list[str]:
+    parts = re.split(r"(?<!\\)\|", line.strip())
+    return [p.strip() for p in parts[1:-1]]
+
+
+def _table_html(block: list[str]) -> str:
+    header, body = _cells(block[0]), [_cells(b) for b in block[2:]]
+    head = "".join(f"<th>{_inline(c)}</th>" for c in header)
+    rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
+                   for r in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def to_html(markdown_text: str, title: str) -> str:
+    """python-markdown (with tables) when it is installed, else :func:`simple_html`."""
+    try:
+        import markdown
+    except ImportError:
+        return simple_html(markdown_text, title)
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+    return simple_html("", title).replace("\n\n</body>", "\n" + body + "\n</body>")
+
+
+# ------------------------------------------------------------------------------------------
+# the report
+
+
+def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
+                 preset: str | None = None, set_name: str = "val") -> Path:
+    """Load the runs, write figures, tables and ``index.md``/``index.html``; returns the folder.
+
+    Raises :class:`ReportError` (code 1) when the store has no completed runs for the preset.
+    """
+    if not sources:
+        raise ReportError("give a run store: --store FOLDER and/or --mongo URL")
+    try:  # each store opened once (one MongoDB client for all the loaders)
+        stores = [load.open_store(s) for s in sources]
+        runs = load.load_runs(stores, preset=preset)
+    except load.StoreError as e:
+        raise ReportError(str(e)) from None
+    where = " + ".join(str(s) for s in sources)
+    if runs.empty:
+        which = f"preset '{preset}'" if preset else "any preset"
+        raise ReportError(f"no completed runs for {which} in {where}", code=1)
+    presets = _unique(runs, "preset")
+    if len(presets) > 1:
+        raise ReportError(f"the store holds runs of several presets ({', '.join(presets)}): "
+                          "choose one with --preset")
+    preset = presets[0]
+    from analysis import figures  # matplotlib only once there is something to draw
+
+    curves = load.load_curves(stores, preset=preset)
+    interp = load.load_interpolation(stores, preset=preset)
+    folder = Path(out) / name
+    fig_dir, table_dir = folder / "figures", folder / "tables"
+
+    summary = tables.variant_summary(runs)
+    effects = tables.switch_effects(runs)
+    # MongoDB crops come out of GridFS into a scratch folder: they end up in the crop figure
+    with tempfile.TemporaryDirectory(prefix="esrgan-crops-") as scratch:
+        crops = load.crop_paths(stores, preset=preset, cache_dir=scratch)
+        written = figures.write_all(runs, effects, curves, interp, crops, fig_dir)
+    # a rerun into the same folder must not leave figures of runs no longer in the store
+    kept = {p for paths in written.values() for p in paths}
+    for old in list(fig_dir.glob("*.png")) + list(fig_dir.glob("*.svg")):
+        if old not in kept:
+            old.unlink()
+    tables.write_csv(runs.assign(substitutes=[json.dumps(list(s)) for s in runs["substitutes"]]),
+                     table_dir / "runs.csv")
+    tables.write_csv(summary, table_dir / "variant_metrics.csv")
+    tables.write_csv(effects, table_dir / "switch_effects.csv")
+    if not interp.empty:
+        tables.write_csv(interp, table_dir / "interpolation.csv")
+    else:
+        (table_dir / "interpolation.csv").unlink(missing_ok=True)
+
+    (table_dir / "variant_metrics.md").write_text(
+        "\n\n".join(f"## {h}\n\n{t}" for h, t in metric_tables(summary)) + "\n")
+    (table_dir / "switch_effects.md").write_text(tables.effects_markdown(effects, set_name)
+                                                 + "\n")
+    md = _markdown(name, runs, interp, summary, effects, written, sources, set_name)
+    (folder / "index.md").write_text(md)
+    (folder / "index.html").write_text(to_html(md, f"ESRGAN ablation: {name}"))
+    return folder
+
+
+def metric_tables(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """(heading, Markdown table) per model and set: GAN model first, validation set first."""
+    out = []
+    for model in ("gan_model", "psnr_model"):
+        for set_ in sorted(set(summary["set"]), key=lambda s: (s != "val", s)):
+            table = tables.metrics_markdown(summary, model, set_)
+            if table:
+                out.append((f"{MODEL_LABELS[model]}, set '{set_}'", table))
+    return out
+
+
+def _figure_md(written: dict[str, list[Path]], key: str, folder_name: str = "figures") -> str:
+    files = written.get(key) or []
+    png = next((p for p in files if p.suffix == ".png"), None)
+    if png is None:
+        return ""
+    svg = next((p for p in files if p.suffix == ".svg"), None)
+    text = f"![{key}]({folder_name}/{png.name})"
+    link = f" ([SVG]({folder_name}/{svg.name}))" if svg else ""
+    base = re.sub(r"_(?!rmse$|psnr$)[^_]+$", "", key) if key.startswith("pd_plane") else key
+    return f"{text}\n\n{FIGURE_TEXT.get(base, '')}{link}"
+
+
+def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.DataFrame,
+              effects: pd.DataFrame, written: dict[str, list[Path]], sources: Sequence[str],
+              set_name: str) -> str:
+    subs = departures(runs)
+    heads = list(dict.fromkeys(_short(s) for s in subs))
+    md = [f"# ESRGAN ablation: {name}", ""]
+    if subs:
+        md += [f"> **Not the paper's setting.** This report measures a reduced reproduction: "
+               f"{'; '.join(heads)}. Its numbers are not comparable with the paper's.", ""]
+    md += ["## Scale of these runs", "", scale_table(runs, interp, sources), ""]
+    md += ["## Departures from the paper", ""]
+    md += [f"- {s}" for s in subs] if subs else ["- none recorded"]
+    md += ["", "## Findings", "",
+           "Each change is measured as (variant without it) − (variant with it), paired by "
+           "seed; intervals are 95% Student-t intervals over seeds. The paper claims every "
+           "change lowers NIQE/PI of the GAN model, and the generator changes (RRDB, BN "
+           "removal, beta, x0.1 init) raise the PSNR of the PSNR-oriented model.", ""]
+    md += [f"- {line}" for line in findings(effects, runs, set_name)]
+    md += ["", "## Perception-distortion plane", ""]
+    for key in [k for k in written if k.startswith("pd_plane")]:
+        figure = _figure_md(written, key)
+        if figure:
+            md += [figure, ""]
+    md += ["## Network vs image interpolation", ""]
+    md += [_figure_md(written, "interpolation") or "No interpolation run in the store.", ""]
+    md += ["## Effect of each paper change", ""]
+    md += [_figure_md(written, "switch_effects") or "Nothing to compare.", ""]
+    panels = tables.effect_panels(effects)
+    shown = effects[pd.Series([(m, k) in panels for m, k in zip(
+        effects["model"], effects["metric"], strict=True)], index=effects.index, dtype=bool)]
+    effect_md = tables.effects_markdown(shown, set_name)
+    if effect_md:
+        md += [effect_md, "", "Every model and metric: [tables/switch_effects.md]"
+               "(tables/switch_effects.md) and [.csv](tables/switch_effects.csv).", ""]
+    md += ["## Metrics per variant", "",
+           "Mean ± half-width of the 95% t-interval over seeds (no interval with n = 1); "
+           "↑ higher is better, ↓ lower is better. Metrics on the Y channel.", ""]
+    for heading, table in metric_tables(summary):
+        md += [f"### {heading}", "", table, ""]
+    bic = summary[summary["model"] == "bicubic"]
+    for set_, part in bic.groupby("set", sort=False):
+        values = ", ".join(f"{metric_label(r.metric)} {tables.format_value(r.metric, r.mean)}"
+                           for r in part.drop_duplicates("metric").itertuples())
+        md += [f"Bicubic on '{set_}': {values}.", ""]
+    md += ["## Training curves", "", _figure_md(written, "training_curves") or "No curves.", ""]
+    md += ["## Crops", "", _figure_md(written, "crops") or "No crops saved by the runs.", ""]
+    md += ["## Files", "",
+           "- [tables/runs.csv](tables/runs.csv): every run x model x set x metric",
+           "- [tables/variant_metrics.csv](tables/variant_metrics.csv): mean, sd, CI, n per "
+           "variant",
+           "- [tables/switch_effects.csv](tables/switch_effects.csv): every measured effect"]
+    if not interp.empty:
+        md += ["- [tables/interpolation.csv](tables/interpolation.csv): interpolation sweeps"]
+    md.append("")
+    return "\n".join(md)
+
+
+def _short(text: str) -> str:
+    from analysis.figures import short_substitute
+
+    return short_substitute(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.report",
+                                     description="Write the ablation report of one preset.")
+    parser.add_argument("--store", help="Sacred file store folder (e.g. runs)")
+    parser.add_argument("--mongo", help="MongoDB URL, e.g. mongodb://host:27017/esrgan")
+    parser.add_argument("--name", required=True, help="report name: reports/NAME/")
+    parser.add_argument("--preset", help="only runs of this preset (default: the only one)")
+    parser.add_argument("--out", default="reports", help="reports folder (default reports)")
+    args = parser.parse_args(argv)
+    sources = [s for s in (args.store, args.mongo) if s]
+    try:
+        folder = build_report(sources, args.name, args.out, args.preset)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    print(f"report written: {folder / 'index.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
