@@ -13,7 +13,7 @@ RUNS   ?= runs
 REPORT ?= $(PRESET)
 MONGO  ?=
 
-.PHONY: venv test test-all lint bench ablation report clean
+.PHONY: venv test test-e2e test-all lint bench ablation report clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
+
+# The end-to-end tiny ablation (train, log to MongoDB and the file store, analyse, report).
+test-e2e: $(STAMP)
+	$(PY) -m pytest -m e2e -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

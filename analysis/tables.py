@@ -72,13 +72,28 @@ def _model_key(model: str) -> int:
 # metrics per variant
 
 
+def replicates(data: pd.DataFrame) -> pd.DataFrame:
+    """One row per independent replicate.
+
+    A PSNR-oriented model (and bicubic) depends on the stage-1 seed only: runs whose seeds
+    differ but that share ``stage1_seed`` share that model, so it counts once, keyed by its
+    stage-1 seed. Counting it per stage-2 seed would fake a zero-width interval.
+    """
+    if "stage1_seed" not in data:
+        return data
+    stage1 = data["model"].isin(["psnr_model", "bicubic"])
+    shared = data[stage1].assign(seed=data.loc[stage1, "stage1_seed"])
+    shared = shared.drop_duplicates(subset=["variant", "model", "set", "metric", "seed"])
+    return pd.concat([data[~stage1], shared], ignore_index=True)
+
+
 def variant_summary(runs: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean, sd and 95% CI over seeds of every variant x model x set x metric.
 
     Rows are ordered as in :func:`analysis.labels.variant_order`; columns
     :data:`SUMMARY_COLUMNS` (``ci95`` is the half-width, ``seeds`` the seeds used).
     """
-    data = runs.dropna(subset=["metric", "value"])
+    data = replicates(runs.dropna(subset=["metric", "value"]))
     if models is not None:
         data = data[data["model"].isin(models)]
     rows = []
@@ -193,7 +208,7 @@ def switch_effects(runs: pd.DataFrame, which: Sequence[Comparison] | None = None
     absent are skipped. The PSNR-oriented model is compared only for generator changes (the
     other two share it with ESRGAN). Columns: :data:`EFFECT_COLUMNS`.
     """
-    data = runs.dropna(subset=["metric", "value"])
+    data = replicates(runs.dropna(subset=["metric", "value"]))
     data = data[data["model"].isin(["gan_model", "psnr_model"])]
     rows = []
     for comp in (comparisons() if which is None else which):

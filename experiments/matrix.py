@@ -198,11 +198,11 @@ def completed_keys(runs_dir: Path | None, mongo: str | None) -> set[tuple[str, s
         url, db_name = parse_mongo_target(mongo)
         client = MongoClient(url, serverSelectionTimeoutMS=5000)
         try:
-            for doc in client[db_name]["runs"].find(
-                    {"status": "COMPLETED", "info.esrgan.cell_key": {"$exists": True}},
-                    {"info.esrgan.cell_key": 1, "info.esrgan.kind": 1}):
-                meta = doc["info"]["esrgan"]
-                done.add((meta.get("kind", "cell"), meta["cell_key"]))
+            # whole `info` projected: nested-field projections are not portable across servers
+            for doc in client[db_name]["runs"].find({"status": "COMPLETED"}, {"info": 1}):
+                meta = (doc.get("info") or {}).get("esrgan") or {}
+                if "cell_key" in meta:
+                    done.add((meta.get("kind", "cell"), meta["cell_key"]))
         finally:
             client.close()
     return done
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=str(presets.runs_root()),
                         help="file store (env ESRGAN_RUNS, default runs/)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every cell")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     seeds = args.seeds if args.seeds is not None else presets.MATRIX_SEEDS[args.preset]
     extra = dict(parse_override(o) for o in args.overrides)

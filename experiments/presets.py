@@ -50,10 +50,10 @@ def base():
     eta_l1 = 1e-2  # weight of the L1 term
 
     # --- optimisation (Adam; lr_decay_at*: fractions of the stage's steps where lr *= lr_gamma)
-    steps1 = 2000  # stage-1 (L1, PSNR-oriented) steps
+    steps1 = 1500  # stage-1 (L1, PSNR-oriented) steps
     lr1 = 2e-4  # stage-1 learning rate
     lr_decay_at1 = [0.2, 0.4, 0.6, 0.8]  # paper: halved every 200k of 1M
-    steps2 = 300  # stage-2 (GAN) steps
+    steps2 = 200  # stage-2 (GAN) steps
     lr2 = 1e-4  # stage-2 generator learning rate
     lr_d = 1e-4  # discriminator learning rate
     lr_decay_at2 = [0.125, 0.25, 0.5, 0.75]  # paper: 50k, 100k, 200k, 300k of 400k
@@ -75,8 +75,9 @@ def base():
     bp_iterations = 5  # back-projection iterations of the `interpolate` command
 
     # --- run mechanics
-    seed = 0  # seed of stage 2 (data order, D init) and, by default, stage 1
-    stage1_seed = seed  # seed of stage 1 (G init, data order)
+    seed = 0  # seed of stage 2 (data order, D init): the matrix's replicates
+    stage1_seed = 0  # seed of stage 1 (G init, data order); shared by the stage-2 seeds
+
     device = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     num_workers = 0  # DataLoader workers
     val_every = 0  # validate every N steps (0: only at the end of each stage)

@@ -60,10 +60,11 @@ class MongoServer:
 
     def start(self) -> None:
         self.port = free_port()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         pid_file = self.workdir / f"nx-{self.port}.pid"
         cmd = [
-            _nx_binary(), "--db", str(self.workdir / "mongo.sqlite"), "-p", str(self.port),
+            # --data-dir: one SQLite file per logical database, so databases stay separate
+            _nx_binary(), "--data-dir", str(self.workdir / "data"), "-p", str(self.port),
             "--log-file", str(self.workdir / "nx.log"), "--pid-file", str(pid_file),
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,405 @@
+"""Training speed of the ``cpu`` preset (not a test): python benchmarks/bench_training.py
+
+Prints, on this machine and in one run of about two minutes:
+- stage-1 (``esrgan.train.train_psnr``) and stage-2 (``esrgan.train.train_gan``) seconds per
+  step and steps per second, warm-up steps excluded, on the embedded training photos;
+- where a stage-2 step goes: generator, discriminator, VGG19 perceptual loss, optimiser, data;
+- the ratio stage-2 / stage-1 step time and the projected training time of one cpu-preset run;
+- the torch thread counts, and the CPU time other processes took during each timed phase
+  (on shared cores timings inflate, with 2 intra-op threads often many times over).
+
+Everything is built through ``experiments.build`` from the ``cpu`` preset, with
+``vgg_weights='random'``: the ImageNet VGG19 file is not on this machine, and a random-weight
+VGG19 has the same layers, so the same cost.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+# sacred 0.8.7 imports pkg_resources (hence setuptools<81); its deprecation warning is noise
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from sacred.config import ConfigScope  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from esrgan.data import ImagePair  # noqa: E402
+from esrgan.losses import PerceptualLoss  # noqa: E402
+from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss  # noqa: E402
+from esrgan.train import GanWeights, StageSettings, train_gan, train_psnr  # noqa: E402
+from experiments import build, presets  # noqa: E402
+
+CPU = torch.device("cpu")
+# Warm-up steps (first-call allocations, oneDNN primitive creation) run but are not timed.
+# Each timed phase stops at MAX_* timed steps or once BUDGET_* seconds are spent (at least
+# MIN_TIMED steps): the script stays near two minutes even when the cores are shared.
+WARMUP1, MAX1, BUDGET1 = 5, 300, 15.0
+WARMUP2, MAX2, BUDGET2 = 3, 60, 30.0
+MIN_TIMED = 5
+OVERRIDES = {"vgg_weights": "random", "device": "cpu", "progress": False}
+PARTS = ("G", "D", "VGG", "optimizer", "data", "other")
+Batches = Callable[[int], Iterable[dict[str, Tensor]]]
+
+
+def cpu_config() -> dict[str, Any]:
+    """The cpu preset's config as Sacred computes it (as tests/test_build.py does)."""
+    named = dict(ConfigScope(presets.cpu)(fixed=OVERRIDES))
+    return dict(ConfigScope(presets.base)(fixed={**named, **OVERRIDES}))
+
+
+def bench_settings(cfg: Mapping[str, Any], stage: int, steps: int) -> StageSettings:
+    """The stage's settings from the config, shortened to ``steps`` and logging every step.
+
+    Shortening moves the learning-rate milestones (fractions of ``steps``): that changes
+    values, not cost. ``log_every=1`` lets the log callback timestamp every step.
+    """
+    return dataclasses.replace(build.stage_settings(cfg, stage), steps=steps, log_every=1,
+                               ckpt_every=0)
+
+
+def batch_source(cfg: Mapping[str, Any], pairs: list[ImagePair], settings: StageSettings,
+                 seed: int) -> Batches:
+    """``batches(start)`` exactly as experiments/run.py makes it."""
+    data = build.patch_dataset(cfg, pairs, seed=seed, length=settings.steps * settings.batch_size)
+    return lambda start: build.loader(data, settings, start, CPU)
+
+
+class StopTiming(Exception):
+    """Raised by StepClock out of a training call whose time budget is spent."""
+
+
+class StepClock:
+    """A ``log`` callback for train_psnr / train_gan that timestamps the end of every step.
+
+    With ``log_every=1`` the training functions call ``log(f'stage{k}_lr', ...)`` once per
+    step, right after the step's bookkeeping; the interval between two such calls is one full
+    step of the real training loop (batch fetch, forward, backward, optimiser, schedulers,
+    loss checks), with nothing of the benchmark's own inside it. Once ``min_timed`` steps
+    after the warm-up are done and ``budget_s`` seconds have passed since the warm-up, it
+    raises StopTiming (after a complete step: the weights are those of ``steps_done`` steps).
+    """
+
+    def __init__(self, marker: str, warmup: int, budget_s: float,
+                 min_timed: int = MIN_TIMED) -> None:
+        if warmup < 1:
+            raise ValueError("warmup must be >= 1: the end of the last warm-up step starts timing")
+        self.marker, self.warmup, self.budget_s, self.min_timed = marker, warmup, budget_s, \
+            min_timed
+        self.stamps: list[float] = []
+
+    def __call__(self, name: str, value: float, step: int) -> None:
+        if name != self.marker:
+            return
+        now = time.perf_counter()
+        self.stamps.append(now)
+        timed = len(self.stamps) - self.warmup
+        if timed >= self.min_timed and now - self.stamps[self.warmup - 1] > self.budget_s:
+            raise StopTiming
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.stamps)
+
+    def step_times(self) -> list[float]:
+        """Seconds of each step after the warm-up."""
+        ends = self.stamps[self.warmup - 1:]
+        return [b - a for a, b in zip(ends, ends[1:], strict=False)]
+
+
+def run_until_budget(train: Callable[[], object]) -> None:
+    """Call a training function; its StepClock ends it early by raising StopTiming."""
+    try:
+        train()
+    except StopTiming:
+        pass
+
+
+def cpu_counters() -> tuple[int, int, int] | None:
+    """(all CPU time, busy CPU time, this process's CPU time) in clock ticks, None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return sum(ticks), busy, int(own[11]) + int(own[12])  # utime + stime, all threads
+
+
+def others_share(before: tuple[int, int, int] | None,
+                 after: tuple[int, int, int] | None) -> str:
+    """CPU time that other processes took between two snapshots, in % of all CPUs.
+
+    Other work on the cores inflates timings (and, with 2 intra-op threads, far more than its
+    share: a thread waiting at a parallel barrier for a descheduled sibling wastes a slice).
+    """
+    if before is None or after is None or after[0] <= before[0]:
+        return "n/a"
+    others = (after[1] - before[1]) - (after[2] - before[2])
+    return f"{100 * max(others, 0) / (after[0] - before[0]):.0f} %"
+
+
+def replica_gan_step_parts(generator: nn.Module, discriminator: nn.Module,
+                           perceptual: PerceptualLoss, batches: Batches,
+                           settings: StageSettings, steps: int, gan_loss: str,
+                           weights: GanWeights, lr_d: float) -> dict[str, list[float]]:
+    """Run train_gan's loop body for ``steps`` steps, timing its parts (seconds per step).
+
+    ``settings`` must be those train_gan ran with (its learning-rate milestones), so that
+    both train alike.
+
+    The step is train_gan's, statement for statement, except that ``l_g.backward()`` is split
+    at the SR image ``sr``, where the three loss branches meet the generator:
+
+        grad_vgg = d(percep * L_percep)/d sr     (backward through VGG19 only)
+        grad_adv = d(lambda * L_adv)/d sr        (backward through D only: D is frozen)
+        grad_pix = d(eta * L1)/d sr
+        sr.backward(grad_vgg + grad_adv + grad_pix)   (backward through G only)
+
+    By the chain rule this gives G the same gradients, and autograd evaluates the same nodes
+    as the single backward (``autograd.grad`` towards ``sr`` stops at ``sr``, and each branch
+    is traversed once). On CPU every op is synchronous, so ``perf_counter`` around each
+    module call and each partial backward measures exactly that piece. The caller checks
+    that the replica trains to the same weights as train_gan itself; timed against the same
+    loop with the single backward, the split one cost within 2 % (run-to-run noise here).
+    """
+    clock = time.perf_counter
+    generator.to(CPU).train()
+    discriminator.to(CPU).train()
+    perceptual.to(CPU)
+    betas = settings.adam_betas
+    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or settings.lr, betas=betas)
+    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, settings.milestones, settings.lr_gamma)
+    sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, settings.milestones, settings.lr_gamma)
+    parts: dict[str, list[float]] = {name: [] for name in (*PARTS, "total")}
+
+    loader = iter(batches(0))
+    for _ in range(steps):
+        t: dict[str, float] = dict.fromkeys(PARTS, 0.0)
+        start = clock()
+        batch = next(loader)
+        lr_img, hr_img = batch["lr"].to(CPU), batch["hr"].to(CPU)
+        t["data"] += clock() - start
+
+        # --- generator step: D frozen, its real logits are constants
+        for p in discriminator.parameters():
+            p.requires_grad_(False)
+        a = clock()
+        sr = generator(lr_img)
+        t["G"] += clock() - a
+        l_pix = F.l1_loss(sr, hr_img)
+        a = clock()
+        l_percep = perceptual(sr, hr_img)
+        t["VGG"] += clock() - a
+        a = clock()
+        real_logits = discriminator(hr_img).detach()
+        fake_logits = discriminator(sr)
+        t["D"] += clock() - a
+        l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
+        term_percep = weights.percep * l_percep
+        term_adv = weights.lambda_adv * l_adv
+        term_pix = weights.eta_l1 * l_pix
+        l_g = (term_percep + term_adv + term_pix).detach()
+        a = clock()
+        opt_g.zero_grad(set_to_none=True)
+        t["optimizer"] += clock() - a
+        a = clock()
+        (grad_vgg,) = torch.autograd.grad(term_percep, sr)
+        t["VGG"] += clock() - a
+        a = clock()
+        (grad_adv,) = torch.autograd.grad(term_adv, sr)
+        t["D"] += clock() - a
+        (grad_pix,) = torch.autograd.grad(term_pix, sr)
+        a = clock()
+        sr.backward(grad_vgg + grad_adv + grad_pix)
+        t["G"] += clock() - a
+        a = clock()
+        opt_g.step()
+        t["optimizer"] += clock() - a
+
+        # --- discriminator step on the detached SR batch
+        for p in discriminator.parameters():
+            p.requires_grad_(True)
+        a = clock()
+        real_logits = discriminator(hr_img)
+        fake_logits = discriminator(sr.detach())
+        t["D"] += clock() - a
+        l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
+        a = clock()
+        opt_d.zero_grad(set_to_none=True)
+        t["optimizer"] += clock() - a
+        a = clock()
+        l_d.backward()  # D's whole backward (the loss's own few scalar ops ride along)
+        t["D"] += clock() - a
+        a = clock()
+        opt_d.step()
+        t["optimizer"] += clock() - a
+        sched_g.step()
+        sched_d.step()
+
+        # train_gan's per-step loss check: the same scalar reads
+        losses = (l_g, l_pix, l_percep, l_adv, l_d, real_logits.mean(), fake_logits.mean())
+        if not all(math.isfinite(float(v.detach())) for v in losses):
+            raise RuntimeError("replica: a loss is not finite")
+        total = clock() - start
+        t["other"] = total - sum(t[name] for name in PARTS if name != "other")
+        for name in PARTS:
+            parts[name].append(t[name])
+        parts["total"].append(total)
+    return parts
+
+
+def max_difference(a: nn.Module, b: nn.Module) -> float:
+    """Largest absolute difference between the parameters of two copies of one network."""
+    with torch.no_grad():
+        return max(float((p - q).abs().max())
+                   for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def load_line() -> str:
+    """The 1-minute load average next to the CPU count."""
+    load1 = os.getloadavg()[0]
+    return f"load average (1 min) {load1:.2f} on {len(os.sched_getaffinity(0))} CPUs"
+
+
+def summary(times: list[float]) -> tuple[float, float, float]:
+    """(median, mean, fastest) seconds per step."""
+    return statistics.median(times), statistics.fmean(times), min(times)
+
+
+def main() -> None:
+    wall = time.perf_counter()
+    cfg = cpu_config()
+    problems = presets.validate(cfg)
+    if problems:
+        raise SystemExit("bench_training: bad config: " + "; ".join(problems))
+    print(f"torch {torch.__version__}: intra-op threads {torch.get_num_threads()}, inter-op "
+          f"threads {torch.get_num_interop_threads()}, os.cpu_count() {os.cpu_count()}; "
+          f"{load_line()}")
+    print(f"preset {cfg['preset']}: nf {cfg['nf']}, nb {cfg['nb']} RRDB, gc {cfg['gc']}, "
+          f"d_nf {cfg['d_nf']}, batch {cfg['batch']}, HR patch {cfg['patch']}, "
+          f"x{cfg['scale']}, {build.gan_loss_name(cfg)}, perceptual {cfg['vgg_layer']}")
+    print("VGG19: random weights (vgg_weights='random'): the ImageNet file is not on this "
+          "machine; same layers, same cost")
+    print("data: embedded training photos, batches from build.patch_dataset / build.loader "
+          f"(num_workers {cfg['num_workers']})")
+    pairs = build.train_pairs(cfg, cache_dir=None)
+    rows: list[tuple[str, list[float], str]] = []
+
+    # ---- stage 1: train_psnr itself, steps timestamped through its log callback
+    settings1 = bench_settings(cfg, 1, WARMUP1 + MAX1)
+    generator = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
+    clock1 = StepClock("stage1_lr", WARMUP1, BUDGET1)
+    batches1 = batch_source(cfg, pairs, settings1, int(cfg["stage1_seed"]))
+    before = cpu_counters()
+    run_until_budget(lambda: train_psnr(generator, batches1, settings1, device=CPU, log=clock1,
+                                        progress=False))
+    rows.append(("stage 1  train_psnr (L1)", clock1.step_times(),
+                 others_share(before, cpu_counters())))
+
+    # ---- stage 2: train_gan itself (timestamped the same way), from the generator above;
+    # then the instrumented replica from identical copies of G and D on the same batches.
+    # Timing train_gan through its own log callback needs no setup subtraction (N vs M
+    # steps) and no trust in a replica for the headline number; the replica is only used for
+    # the breakdown, and is checked against train_gan (same final weights, same step time).
+    settings2 = bench_settings(cfg, 2, WARMUP2 + MAX2)
+    seed = int(cfg["seed"])
+    perceptual = build.make_perceptual_loss(cfg)
+    gan = dict(gan_loss=build.gan_loss_name(cfg), weights=build.gan_weights(cfg),
+               lr_d=float(cfg["lr_d"]))
+    g_train, g_replica = copy.deepcopy(generator), copy.deepcopy(generator)
+    d_train = build.make_discriminator(cfg, seed=seed + 1)
+    d_replica = build.make_discriminator(cfg, seed=seed + 1)
+    clock2 = StepClock("stage2_lr", WARMUP2, BUDGET2)
+    batches2 = batch_source(cfg, pairs, settings2, seed)
+    before = cpu_counters()
+    run_until_budget(lambda: train_gan(g_train, d_train, perceptual, batches2, settings2,
+                                       device=CPU, log=clock2, progress=False, **gan))
+    rows.append(("stage 2  train_gan (G step + D step)", clock2.step_times(),
+                 others_share(before, cpu_counters())))
+
+    before = cpu_counters()
+    parts = replica_gan_step_parts(g_replica, d_replica, perceptual, batches2, settings2,
+                                   clock2.steps_done, **gan)
+    parts = {name: values[WARMUP2:] for name, values in parts.items()}
+    rows.append(("stage 2  instrumented replica", parts["total"],
+                 others_share(before, cpu_counters())))
+
+    # ---- report
+    print()
+    print(f"{'step times, warm-up excluded':36s} {'steps':>5s} {'median s':>9s} {'mean s':>7s} "
+          f"{'best s':>7s} {'steps/s':>8s} {'others CPU':>10s}")
+    stats = {}
+    for label, times, others in rows:
+        median, mean, best = stats[label] = summary(times)
+        print(f"{label:36s} {len(times):5d} {median:9.3f} {mean:7.3f} {best:7.3f} "
+              f"{1 / median:8.2f} {others:>10s}")
+    print("steps/s from the median step; best = the fastest step; others CPU = CPU time of "
+          "other processes\nduring the phase, in % of all CPUs (above ~5 % timings are "
+          "inflated, with 2 threads often many times over)")
+    t1_median, _, t1_best = stats[rows[0][0]]
+    t2_median, _, t2_best = stats[rows[1][0]]
+    tr_median = stats[rows[2][0]][0]
+
+    print()
+    # Shares from the fastest half of the steps (ranked by total): other processes on the
+    # cores slow some steps a lot and unevenly between parts; these steps are the cleanest,
+    # and averaging whole steps keeps the parts summing to a real step.
+    timed = len(parts["total"])
+    ranked = sorted(range(timed), key=lambda i: parts["total"][i])[: max(1, timed // 2)]
+    means = {name: statistics.fmean(parts[name][i] for i in ranked) for name in PARTS}
+    share_total = sum(means.values())
+    labels = {"G": "G      generator forward + backward",
+              "D": "D      4 forwards, G-step input grads, D-step backward",
+              "VGG": "VGG    perceptual loss forward (SR, HR) + backward",
+              "optimizer": "optim  Adam steps + zero_grad, G and D",
+              "data": "data   batch from the loader",
+              "other": "other  losses, requires_grad toggles, schedulers, checks"}
+    print(f"stage-2 step breakdown (replica; mean of the fastest {len(ranked)} of {timed} "
+          "steps)")
+    for name in PARTS:
+        share = 100 * means[name] / share_total
+        print(f"  {labels[name]:58s} {means[name]:7.3f} s {share:5.1f} %")
+    print(f"  {'step':58s} {share_total:7.3f} s")
+    # The replica must train exactly like train_gan: same weights after the same steps (the
+    # distance G travelled shows that the comparison is not trivially zero).
+    d_g, d_d = max_difference(g_train, g_replica), max_difference(d_train, d_replica)
+    moved = max_difference(g_train, generator)
+    verdict = "same training" if max(d_g, d_d) <= 1e-3 * moved else \
+        "DIFFERENT training: check the replica"
+    print(f"replica vs train_gan after {clock2.steps_done} steps: max |dG| {d_g:.1e}, "
+          f"max |dD| {d_d:.1e}, G moved {moved:.1e} from stage 1 ({verdict}); "
+          f"median step replica / train_gan {tr_median / t2_median:.2f}")
+
+    steps1, steps2 = int(cfg["steps1"]), int(cfg["steps2"])
+    print()
+    print(f"stage-2 / stage-1 step time: {t2_median / t1_median:.1f} (medians), "
+          f"{t2_best / t1_best:.1f} (fastest steps)")
+    print("projected training time of one cpu-preset run (training only: no validation, NIQE, "
+          "evaluation; stage 1 is shared by cells with the same generator):")
+    for label, t1, t2 in (("median steps", t1_median, t2_median),
+                          ("fastest steps", t1_best, t2_best)):
+        proj1, proj2 = steps1 * t1, steps2 * t2
+        print(f"  {label:13s} steps1 {steps1} x {t1:.3f} s + steps2 {steps2} x {t2:.3f} s = "
+              f"{proj1:.0f} s + {proj2:.0f} s = {(proj1 + proj2) / 60:.1f} min")
+    print(f"bench_training: {time.perf_counter() - wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""End to end: the tiny ablation matrix, killed halfway and resumed, logged to MongoDB and the
+file store, analysed into a report. Marked ``e2e`` (and ``slow``): CI runs it by itself
+(``make test-e2e``) after ``make test``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MATRIX = [sys.executable, str(REPO / "experiments" / "matrix.py")]
+# one-at-a-time has 7 cells (ESRGAN + each switch flipped) and one interpolation sweep
+SMALL = ["steps1=40", "steps2=20", "ckpt_every=10", "val_metrics=['psnr','niqe']"]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def completed(runs: Path) -> list[dict]:
+    out = []
+    for run in runs.iterdir() if runs.is_dir() else []:
+        try:
+            record = json.loads((run / "run.json").read_text())
+            info = json.loads((run / "info.json").read_text())["esrgan"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if record["status"] == "COMPLETED":
+            out.append({"id": run.name, **info})
+    return out
+
+
+def test_tiny_ablation_end_to_end(tmp_path: Path, mongo_server) -> None:
+    mongo = f"{mongo_server.url}/ablation_e2e"
+    runs = tmp_path / "runs"
+    env = {**os.environ, "ESRGAN_RUNS": str(runs)}
+    cmd = [*MATRIX, "run", "one-at-a-time", "--preset", "tiny", "--seeds", "2",
+           "--mongo", mongo, "--runs", str(runs), *SMALL]
+
+    # first pass: killed (the whole process group, as Ctrl-C or a lost job would) halfway
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(completed(runs)) < 4 and time.monotonic() < deadline:
+        assert first.poll() is None, "matrix ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = {r["id"]: r["cell_key"] for r in completed(runs)}
+    assert 4 <= len(before) < 15
+
+    # second pass finishes the matrix without rerunning a completed cell
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(before)} already in the store" in proc.stdout
+    done = completed(runs)
+    cells = Counter(r["cell_key"] for r in done if r["kind"] == "cell")
+    sweeps = [r for r in done if r["kind"] == "interpolation"]
+    assert len(cells) == 14 and set(cells.values()) == {1}, "a completed cell ran twice"
+    assert len(sweeps) == 2
+    assert all(before[i] == r["cell_key"] for r in done for i in [r["id"]] if i in before)
+
+    # a third pass has nothing to do
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0 and "0 to run" in again.stdout
+
+    # MongoDB holds the same runs
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_server.url, serverSelectionTimeoutMS=5000)
+    try:
+        keys = {d["info"]["esrgan"]["cell_key"] for d in client["ablation_e2e"].runs.find(
+            {"status": "COMPLETED", "info.esrgan.kind": "cell"})}
+    finally:
+        client.close()
+    assert keys == set(cells)
+
+    # the report, from MongoDB and the file store
+    out = tmp_path / "reports"
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis.report", "--store", str(runs), "--mongo", mongo,
+         "--preset", "tiny", "--name", "tiny", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    index = (out / "tiny" / "index.md").read_text()
+    for variant in ("ESRGAN", "ESRGAN w/o RRDB", "ESRGAN +BN", "ESRGAN beta=1",
+                    "ESRGAN w/o small init", "ESRGAN standard GAN", "ESRGAN after-act VGG"):
+        assert f"| {variant} |" in index, f"no table row for {variant}"
+    assert "random-weight VGG19" in index
+    figures = list((out / "tiny" / "figures").iterdir())
+    assert {p.suffix for p in figures} == {".png", ".svg"}
+    assert len(figures) >= 10 and all(p.stat().st_size > 1000 for p in figures)
