@@ -59,6 +59,8 @@ class StageSettings:
     val_every: int = 0  # 0: validate only at the end
     log_every: int = 10
     num_workers: int = 0
+    precision: str = "fp32"  # 'fp32' | 'bf16' (autocast of the forward passes; losses in fp32)
+    channels_last: bool = False  # NHWC memory format for the networks and batches
 
     @property
     def milestones(self) -> list[int]:
@@ -99,6 +101,33 @@ def _load_checkpoint(path: Path) -> dict | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _autocast(device: torch.device, precision: str):
+    """A fresh autocast context for the forward passes (bf16), or a no-op one (fp32).
+
+    Parameters, optimiser states and losses stay fp32; validation runs outside it, in fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=precision == "bf16")
+
+
+def _to_device(batch: dict[str, Tensor], device: torch.device,
+               channels_last: bool) -> tuple[Tensor, Tensor]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return (batch["lr"].to(device, memory_format=fmt), batch["hr"].to(device, memory_format=fmt))
+
+
+def _prepare(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    module.to(device)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module
 
 
 def _check_finite(stage: str, step: int, losses: dict[str, Tensor]) -> None:
@@ -163,7 +192,7 @@ def train_psnr(
     on Ctrl-C (KeyboardInterrupt is re-raised after the save).
     """
     device = torch.device(device)
-    generator.to(device).train()
+    _prepare(generator, device, settings.channels_last).train()
     opt = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=settings.adam_betas)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, settings.milestones, settings.lr_gamma)
 
@@ -192,11 +221,12 @@ def train_psnr(
         for batch in batches(start):
             if step >= settings.steps:
                 break
-            lr_img, hr_img = batch["lr"].to(device), batch["hr"].to(device)
+            lr_img, hr_img = _to_device(batch, device, settings.channels_last)
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
 
-            sr = generator(lr_img)
-            l_pix = F.l1_loss(sr, hr_img)
+            with _autocast(device, settings.precision):
+                sr = generator(lr_img)
+            l_pix = F.l1_loss(sr.float(), hr_img)
             opt.zero_grad(set_to_none=True)
             l_pix.backward()
             opt.step()
@@ -257,9 +287,9 @@ def train_gan(
     """
     weights = weights or GanWeights()
     device = torch.device(device)
-    generator.to(device).train()
-    discriminator.to(device).train()
-    perceptual.to(device)
+    _prepare(generator, device, settings.channels_last).train()
+    _prepare(discriminator, device, settings.channels_last).train()
+    _prepare(perceptual, device, settings.channels_last)
     betas = settings.adam_betas
     opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or settings.lr, betas=betas)
@@ -296,17 +326,18 @@ def train_gan(
         for batch in batches(start):
             if step >= settings.steps:
                 break
-            lr_img, hr_img = batch["lr"].to(device), batch["hr"].to(device)
+            lr_img, hr_img = _to_device(batch, device, settings.channels_last)
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
 
             # --- generator step: D frozen, its real logits are constants
             for p in discriminator.parameters():
                 p.requires_grad_(False)
-            sr = generator(lr_img)
-            l_pix = F.l1_loss(sr, hr_img)
-            l_percep = perceptual(sr, hr_img)
-            real_logits = discriminator(hr_img).detach()
-            fake_logits = discriminator(sr)
+            with _autocast(device, settings.precision):
+                sr = generator(lr_img)
+                l_percep = perceptual(sr, hr_img).float()
+                real_logits = discriminator(hr_img).detach().float()
+                fake_logits = discriminator(sr).float()
+            l_pix = F.l1_loss(sr.float(), hr_img)
             l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
             l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
             opt_g.zero_grad(set_to_none=True)
@@ -316,8 +347,9 @@ def train_gan(
             # --- discriminator step on the detached SR batch
             for p in discriminator.parameters():
                 p.requires_grad_(True)
-            real_logits = discriminator(hr_img)
-            fake_logits = discriminator(sr.detach())
+            with _autocast(device, settings.precision):
+                real_logits = discriminator(hr_img).float()
+                fake_logits = discriminator(sr.detach()).float()
             l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
             opt_d.zero_grad(set_to_none=True)
             l_d.backward()

@@ -36,7 +36,7 @@ SMALL_INIT_SCALE = 0.1  # PAPER.md section 1: MSRA init scaled by 0.1
 STAGE1_KEYS = (
     "rrdb", "bn", "beta", "small_init", "nf", "nb", "nb_resblock", "gc", "scale",
     "steps1", "lr1", "lr_decay_at1", "lr_gamma", "adam_betas", "batch", "patch",
-    "train_hr", "train_lr", "stage1_seed", "precision",
+    "train_hr", "train_lr", "stage1_seed", "precision", "channels_last",
 )
 # Keys that never change what is computed (where, how fast, how often it is shown).
 NON_SEMANTIC_KEYS = (
@@ -106,6 +106,8 @@ def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
         val_every=int(cfg["val_every"]),
         log_every=max(1, int(cfg["log_every"])),
         num_workers=int(cfg["num_workers"]),
+        precision=str(cfg["precision"]),
+        channels_last=bool(cfg["channels_last"]),
     )
 
 
@@ -125,13 +127,15 @@ def val_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]
                       cache_dir=cache_dir, on_error="raise")
 
 
-def load_test_set(spec: str | Mapping[str, str], scale: int, cache_dir: Path | None
-                  ) -> list[ImagePair]:
-    """A test set given as an HR folder (LR by MATLAB bicubic) or {'hr': ..., 'lr': ...}."""
-    if isinstance(spec, str):
-        return load_pairs(spec, None, scale=scale, cache_dir=cache_dir, on_error="raise")
-    return load_pairs(spec["hr"], spec.get("lr"), scale=scale, cache_dir=cache_dir,
-                      on_error="raise")
+def test_set_name(folder: str) -> str:
+    """``.../Set5/HR`` -> 'Set5'; any other folder -> its own name."""
+    path = Path(folder).resolve()
+    return path.parent.name if path.name.upper() in ("HR", "GT") else path.name
+
+
+def load_test_set(folder: str, scale: int, cache_dir: Path | None) -> list[ImagePair]:
+    """A test set given as an HR folder; LR by MATLAB bicubic (the benchmark convention)."""
+    return load_pairs(folder, None, scale=scale, cache_dir=cache_dir, on_error="raise")
 
 
 def patch_dataset(cfg: Mapping[str, Any], pairs: list[ImagePair], seed: int,

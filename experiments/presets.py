@@ -18,7 +18,7 @@ from typing import Any
 PAPER_SIZES = {"nf": 64, "nb": 23, "gc": 32, "steps1": 1_000_000, "steps2": 400_000,
                "batch": 16, "patch": 128}
 KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe")
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "bf16")
 
 
 def base():
@@ -61,14 +61,15 @@ def base():
     adam_betas = [0.9, 0.999]  # Adam beta1, beta2
     batch = 4  # batch size
     patch = 64  # HR patch size (multiple of 32: the discriminator halves it 5 times)
-    precision = "fp32"  # arithmetic of training
+    precision = "fp32"  # arithmetic of training: 'fp32' or 'bf16' (autocast; metrics in fp32)
+    channels_last = False  # NHWC memory format for networks and batches (faster with bf16)
 
     # --- data (None: the embedded scikit-image photos, see esrgan/data/embedded.py)
     train_hr = None  # folder of HR training images (e.g. DF2K)
     train_lr = None  # folder of matching LR images (None: MATLAB bicubic from HR)
     val_hr = None  # folder of HR validation images
     val_lr = None  # folder of matching LR validation images
-    test_sets = {}  # name -> HR folder (or {'hr': ..., 'lr': ...}) scored at the end
+    test_sets = []  # HR folders scored at the end (LR by MATLAB bicubic); .../Set5/HR -> 'Set5'
     val_metrics = ["psnr", "ssim", "niqe"]  # metrics of validation (Y channel, shave = scale)
     val_crops = 64  # side of the centre crops saved per validation image (0: none)
     interp_alphas = [round(0.1 * i, 1) for i in range(11)]  # `interpolate` command's alphas
@@ -171,10 +172,9 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     for key in ("train_hr", "train_lr", "val_hr", "val_lr"):
         if cfg[key] is not None and not Path(cfg[key]).is_dir():
             problems.append(f"{key} folder not found: {cfg[key]}")
-    for name, spec in dict(cfg["test_sets"]).items():
-        for folder in ([spec] if isinstance(spec, str) else list(dict(spec).values())):
-            if not Path(folder).is_dir():
-                problems.append(f"test set {name!r}: folder not found: {folder}")
+    for folder in list(cfg["test_sets"]):
+        if not Path(folder).is_dir():
+            problems.append(f"test set folder not found: {folder}")
     unknown = sorted(set(cfg["val_metrics"]) - set(KNOWN_VAL_METRICS))
     if unknown:
         problems.append(f"unknown val_metrics {unknown}; known: {list(KNOWN_VAL_METRICS)}")

@@ -223,8 +223,8 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     meta["substitutes"] = presets.substitutes(cfg)
     train = build.train_pairs(cfg, cache_dir=work / "lr_cache")
     val = build.val_pairs(cfg, cache_dir=work / "lr_cache")
-    tests = {name: build.load_test_set(spec, scale, work / "lr_cache")
-             for name, spec in cfg["test_sets"].items()}
+    tests = {build.test_set_name(folder): build.load_test_set(folder, scale, work / "lr_cache")
+             for folder in cfg["test_sets"]}
     metric_names = list(cfg["val_metrics"])
 
     def validate(generator: torch.nn.Module, step: int) -> dict[str, float]:
