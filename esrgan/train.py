@@ -334,10 +334,11 @@ def train_gan(
                 p.requires_grad_(False)
             with _autocast(device, settings.precision):
                 sr = generator(lr_img)
+            l_pix = F.l1_loss(sr.float(), hr_img)  # losses in fp32; this order keeps fp32 runs
+            with _autocast(device, settings.precision):  # bit-identical to the plain loop
                 l_percep = perceptual(sr, hr_img).float()
                 real_logits = discriminator(hr_img).detach().float()
                 fake_logits = discriminator(sr).float()
-            l_pix = F.l1_loss(sr.float(), hr_img)
             l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
             l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
             opt_g.zero_grad(set_to_none=True)
