@@ -17,7 +17,8 @@ from typing import Any
 # the paper's sizes and schedule, for the substitutes list of a report
 PAPER_SIZES = {"nf": 64, "nb": 23, "gc": 32, "steps1": 1_000_000, "steps2": 400_000,
                "batch": 16, "patch": 128}
-KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe")
+# pi and lpips need pyiqa's weight files (esrgan/metrics/iqa.py); without them they are left out
+KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -70,7 +71,7 @@ def base():
     val_hr = None  # folder of HR validation images
     val_lr = None  # folder of matching LR validation images
     test_sets = []  # HR folders scored at the end (LR by MATLAB bicubic); .../Set5/HR -> 'Set5'
-    val_metrics = ["psnr", "ssim", "niqe"]  # metrics of validation (Y channel, shave = scale)
+    val_metrics = ["psnr", "ssim", "niqe"]  # validation metrics (Y, shave = scale); + pi, lpips
     val_crops = 64  # side of the centre crops saved per validation image (0: none)
     interp_alphas = [round(0.1 * i, 1) for i in range(11)]  # `interpolate` command's alphas
     bp_iterations = 5  # back-projection iterations of the `interpolate` command

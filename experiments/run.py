@@ -49,7 +49,16 @@ from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E4
 
 from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import ImagePair, imresize, to_numpy, to_tensor, write_image  # noqa: E402
-from esrgan.metrics import niqe, pooled_rmse, psnr, rmse, ssim  # noqa: E402
+from esrgan.metrics import (  # noqa: E402
+    MetricUnavailable,
+    lpips,
+    niqe,
+    pi,
+    pooled_rmse,
+    psnr,
+    rmse,
+    ssim,
+)
 from esrgan.train import TrainingDiverged, train_gan, train_psnr  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
 from experiments import build, presets  # noqa: E402
@@ -141,22 +150,37 @@ def super_resolve(generator: torch.nn.Module, pairs: list[ImagePair],
     return out
 
 
+_WARNED: set[str] = set()
+
+
 def score(images: list[np.ndarray], pairs: list[ImagePair], metrics: list[str],
           scale: int) -> dict[str, float]:
-    """Mean metrics over a set (PSNR/SSIM on Y with crop = scale; NIQE on Y, shave = scale).
+    """Mean metrics over a set (PSNR/SSIM on Y with crop = scale; NIQE, PI on Y, shave = scale).
 
     ``rmse`` is PIRM's pooled RMSE on Y: sqrt of the mean per-image MSE (0..255).
     """
     functions = {"psnr": lambda sr, hr: psnr(sr, hr, crop_border=scale),
                  "ssim": lambda sr, hr: ssim(sr, hr, crop_border=scale),
-                 "niqe": lambda sr, hr: niqe(sr, crop_border=scale)}
+                 "niqe": lambda sr, hr: niqe(sr, crop_border=scale),
+                 "pi": lambda sr, hr: pi(sr, crop_border=scale),
+                 "lpips": lambda sr, hr: lpips(sr, hr, crop_border=scale)}
     table: dict[str, list[float]] = {m: [] for m in metrics}
     rmses = []
+    unavailable: set[str] = set()
     for sr, pair in zip(images, pairs, strict=True):
         for m in metrics:
-            table[m].append(functions[m](sr, pair.hr))
+            if m in unavailable:
+                continue
+            try:
+                table[m].append(functions[m](sr, pair.hr))
+            except MetricUnavailable as exc:  # PI/LPIPS without their weight files
+                unavailable.add(m)
+                if m not in _WARNED:
+                    _WARNED.add(m)
+                    warnings.warn(f"{m} left out of this run: {exc}", stacklevel=2)
         rmses.append(rmse(sr, pair.hr, crop_border=scale))
-    out = {m: float(np.mean(v)) for m, v in table.items() if v}
+    # an unavailable metric is missing from the result, never 0
+    out = {m: float(np.mean(v)) for m, v in table.items() if v and m not in unavailable}
     out["rmse"] = pooled_rmse(rmses)
     return out
 

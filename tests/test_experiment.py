@@ -219,3 +219,19 @@ def test_mongodb_lost_mid_run_keeps_the_run(tmp_path: Path, mongo_factory) -> No
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "COMPLETED" and record["result"]["gan_model"]["val"]["psnr"] > 0
     assert (run / "G_gan.pth").exists()
+
+
+def test_unavailable_metrics_are_missing_not_zero(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    from esrgan.data import ImagePair, make_lr
+    from experiments import run
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no pyiqa weights there
+    monkeypatch.delenv("ESRGAN_IQA_WEIGHTS", raising=False)
+    hr = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    pair = ImagePair("noise", hr, make_lr(hr, 4))
+    with pytest.warns(UserWarning, match="left out of this run"):
+        out = run.score([hr], [pair], ["psnr", "pi", "lpips"], 4)
+    assert "psnr" in out and "rmse" in out
+    assert "pi" not in out and "lpips" not in out
