@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +136,10 @@ class Cell:
     def overrides(self) -> dict[str, Any]:
         return {**self.switches, **self.extra, "seed": self.seed}
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return full_config(self.preset, self.overrides)
-
-    @property
+    @cached_property
     def key(self) -> str:
-        return build.cell_key(self.config)
+        """The cell key run.py will record (computed once: a Sacred config evaluation)."""
+        return build.cell_key(full_config(self.preset, self.overrides))
 
     def argv(self, mongo: str | None = None) -> list[str]:
         cmd = [sys.executable, str(RUN_PY)]

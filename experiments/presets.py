@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from esrgan.train import PRECISIONS
+
 # the paper's sizes and schedule, for the substitutes list of a report
 PAPER_SIZES = {"nf": 64, "nb": 23, "gc": 32, "steps1": 1_000_000, "steps2": 400_000,
                "batch": 16, "patch": 128}
 # pi and lpips need pyiqa's weight files (esrgan/metrics/iqa.py); without them they are left out
 KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips")
-PRECISIONS = ("fp32", "bf16")
 
 
 def base():
@@ -79,7 +80,6 @@ def base():
     # --- run mechanics
     seed = 0  # seed of stage 2 (data order, D init): the matrix's replicates
     stage1_seed = 0  # seed of stage 1 (G init, data order); shared by the stage-2 seeds
-
     device = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     num_workers = 0  # DataLoader workers
     val_every = 0  # validate every N steps (0: only at the end of each stage)

@@ -150,9 +150,6 @@ def super_resolve(generator: torch.nn.Module, pairs: list[ImagePair],
     return out
 
 
-_WARNED: set[str] = set()
-
-
 def score(images: list[np.ndarray], pairs: list[ImagePair], metrics: list[str],
           scale: int) -> dict[str, float]:
     """Mean metrics over a set (PSNR/SSIM on Y with crop = scale; NIQE, PI on Y, shave = scale).
@@ -175,9 +172,8 @@ def score(images: list[np.ndarray], pairs: list[ImagePair], metrics: list[str],
                 table[m].append(functions[m](sr, pair.hr))
             except MetricUnavailable as exc:  # PI/LPIPS without their weight files
                 unavailable.add(m)
-                if m not in _WARNED:
-                    _WARNED.add(m)
-                    warnings.warn(f"{m} left out of this run: {exc}", stacklevel=2)
+                # the same message from the same line is shown once (Python's warning registry)
+                warnings.warn(f"{m} left out of this run: {exc}", stacklevel=2)
         rmses.append(rmse(sr, pair.hr, crop_border=scale))
     # an unavailable metric is missing from the result, never 0
     out = {m: float(np.mean(v)) for m, v in table.items() if v and m not in unavailable}
@@ -226,6 +222,13 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches, validate, device: 
         return generator, record
 
 
+def run_meta(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """What every run records in ``info['esrgan']``, whatever its kind (cell, interpolation)."""
+    return {"kind": kind, "preset": cfg["preset"], "git": git_revision(),
+            "stage1_key": build.stage1_key(cfg), "cell_key": build.cell_key(cfg),
+            "substitutes": presets.substitutes(cfg)}
+
+
 def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     """Train both stages of one configuration and evaluate them; returns the result dict."""
     t_start = time.perf_counter()
@@ -234,8 +237,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     scale = int(cfg["scale"])
     info = sink.run.info
     info["esrgan"] = meta = {
-        "kind": "cell", "preset": cfg["preset"], "git": git_revision(), "device": str(device),
-        "stage1_key": build.stage1_key(cfg), "cell_key": build.cell_key(cfg),
+        **run_meta(cfg, "cell"), "device": str(device),
         "generator_arch": build.generator_arch(cfg), "gan_loss": build.gan_loss_name(cfg),
         "train_data": cfg["train_hr"] or "embedded (scikit-image photos)",
         "val_data": cfg["val_hr"] or "embedded (scikit-image photos)",
@@ -244,7 +246,6 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     # Everything that can fail on bad input fails here, before any training.
     perceptual = build.make_perceptual_loss(cfg)
     meta["vgg"] = perceptual.extractor.description
-    meta["substitutes"] = presets.substitutes(cfg)
     train = build.train_pairs(cfg, cache_dir=work / "lr_cache")
     val = build.val_pairs(cfg, cache_dir=work / "lr_cache")
     tests = {build.test_set_name(folder): build.load_test_set(folder, scale, work / "lr_cache")
@@ -330,17 +331,14 @@ def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     """
     device = resolve_device(cfg["device"])
     scale = int(cfg["scale"])
-    folder = Path(cfg["work_dir"]) / "stage2" / build.cell_key(cfg)
+    meta = run_meta(cfg, "interpolation")
+    folder = Path(cfg["work_dir"]) / "stage2" / meta["cell_key"]
     paths = [folder / "G_psnr.pth", folder / "G_gan.pth"]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{missing[0]} not found: train this configuration first "
                                 "(experiments/run.py with the same settings)")
-    sink.run.info["esrgan"] = {"kind": "interpolation", "preset": cfg["preset"],
-                               "git": git_revision(), "cell_key": build.cell_key(cfg),
-                               "stage1_key": build.stage1_key(cfg),
-                               "substitutes": presets.substitutes(cfg),
-                               "vgg": cfg["vgg_weights"]}
+    sink.run.info["esrgan"] = {**meta, "vgg": cfg["vgg_weights"]}
     val = build.val_pairs(cfg, cache_dir=Path(cfg["work_dir"]) / "lr_cache")
     metric_names = list(cfg["val_metrics"])
     theta_psnr, theta_gan = (load_generator_state(p) for p in paths)
@@ -376,17 +374,22 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, 
                                                  TrainingDiverged)
 
 
-@ex.main
-def main(_config: dict, _run: Any) -> dict[str, Any]:
-    cfg = dict(_config)
+def guarded(work: Any, config: dict, run: Any) -> dict[str, Any]:
+    """Run ``work(cfg, sink)`` as a Sacred command: known errors become one line."""
+    cfg = dict(config)
     # Denormal floats (weights and activations decaying towards 0) make CPU kernels 10-100x
     # slower; flushing them to zero only touches values below 1e-38.
     torch.set_flush_denormal(True)
     torch.manual_seed(int(cfg["seed"]))
     try:
-        return run_cell(cfg, Sink(_run))
+        return work(cfg, Sink(run))
     except KNOWN_ERRORS as e:
         raise RunError(f"{type(e).__name__}: {e}") from None
+
+
+@ex.main
+def main(_config: dict, _run: Any) -> dict[str, Any]:
+    return guarded(run_cell, _config, _run)
 
 
 def attach_observers(argv: list[str]) -> list[str]:
@@ -434,10 +437,7 @@ def attach_observers(argv: list[str]) -> list[str]:
 @ex.command
 def interpolate(_config: dict, _run: Any) -> dict[str, Any]:
     """Network vs image interpolation (and back projection) of an already trained cell."""
-    try:
-        return interpolation_sweep(dict(_config), Sink(_run))
-    except KNOWN_ERRORS as e:
-        raise RunError(f"{type(e).__name__}: {e}") from None
+    return guarded(interpolation_sweep, _config, _run)
 
 
 if __name__ == "__main__":
