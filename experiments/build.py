@@ -26,7 +26,14 @@ import torch
 from esrgan.archs.discriminator import VGGStyleDiscriminator
 from esrgan.archs.rrdbnet import build_generator
 from esrgan.archs.vgg import VGGFeatureExtractor
-from esrgan.data import ImagePair, PatchDataset, embedded_pairs, load_pairs, make_loader
+from esrgan.data import (
+    ImagePair,
+    PatchDataset,
+    embedded_pairs,
+    load_pairs,
+    load_training_pairs,
+    make_loader,
+)
 from esrgan.losses import PerceptualLoss
 from esrgan.train import GanWeights, StageSettings
 
@@ -112,11 +119,15 @@ def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
 
 
 def train_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]:
-    """Training pairs: the embedded set when ``train_hr`` is None, else that folder."""
+    """Training pairs: the embedded set when ``train_hr`` is None, else that folder.
+
+    ``train_hr`` may be a decoded cache (``python -m esrgan.data.cache``): memory-mapped, the
+    way to feed a GPU from DF2K-sized folders.
+    """
     if cfg["train_hr"] is None:
         return embedded_pairs("train", scale=int(cfg["scale"]))
-    return load_pairs(cfg["train_hr"], cfg["train_lr"], scale=int(cfg["scale"]),
-                      cache_dir=cache_dir, on_error="skip")
+    return load_training_pairs(cfg["train_hr"], cfg["train_lr"], scale=int(cfg["scale"]),
+                               cache_dir=cache_dir, on_error="skip")
 
 
 def val_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import shlex
 import subprocess
@@ -48,7 +47,7 @@ if str(REPO_ROOT) not in sys.path:
 from sacred.config import ConfigScope  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from experiments import build, presets  # noqa: E402
+from experiments import build, presets, store  # noqa: E402
 
 RUN_PY = REPO_ROOT / "experiments" / "run.py"
 
@@ -176,36 +175,6 @@ def interpolation_cells(cells: list[Cell]) -> list[Cell]:
 # what the store already holds
 
 
-def completed_keys(runs_dir: Path | None, mongo: str | None) -> set[tuple[str, str]]:
-    """(kind, cell_key) of every COMPLETED run in the file store and/or MongoDB."""
-    done: set[tuple[str, str]] = set()
-    if runs_dir is not None and runs_dir.is_dir():
-        for run in runs_dir.iterdir():
-            try:
-                status = json.loads((run / "run.json").read_text())["status"]
-                meta = json.loads((run / "info.json").read_text()).get("esrgan", {})
-            except (OSError, ValueError, KeyError):
-                continue  # not a run folder, or one still being written
-            if status == "COMPLETED" and "cell_key" in meta:
-                done.add((meta.get("kind", "cell"), meta["cell_key"]))
-    if mongo:
-        from pymongo import MongoClient
-
-        from experiments.observers import parse_mongo_target
-
-        url, db_name = parse_mongo_target(mongo)
-        client = MongoClient(url, serverSelectionTimeoutMS=5000)
-        try:
-            # whole `info` projected: nested-field projections are not portable across servers
-            for doc in client[db_name]["runs"].find({"status": "COMPLETED"}, {"info": 1}):
-                meta = (doc.get("info") or {}).get("esrgan") or {}
-                if "cell_key" in meta:
-                    done.add((meta.get("kind", "cell"), meta["cell_key"]))
-        finally:
-            client.close()
-    return done
-
-
 def is_done(cell: Cell, done: set[tuple[str, str]]) -> bool:
     return (cell.kind, cell.key) in done
 
@@ -306,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         except MongoUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    done = completed_keys(runs_dir, args.mongo)
+    done = store.completed(runs_dir, args.mongo)
 
     if args.action == "commands":
         env_prefix = f"ESRGAN_RUNS={shlex.quote(str(runs_dir))} "

@@ -61,13 +61,18 @@ from esrgan.metrics import (  # noqa: E402
 )
 from esrgan.train import TrainingDiverged, train_gan, train_psnr  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
-from experiments import build, presets  # noqa: E402
+from experiments import build, presets, store  # noqa: E402
 
 ex = Experiment("esrgan", save_git_info=False)
 ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: last state only
 ex.config(presets.base)
 for _name, _fn in presets.NAMED.items():
     ex.named_config(_fn)
+
+
+# The run store given on the command line (attach_observers): a rerun of a cell it already
+# holds as COMPLETED does nothing. Unset when the experiment is driven in-process.
+STORE_TARGETS: dict[str, str | None] = {"runs": None, "mongo": None}
 
 
 class RunError(SacredError):
@@ -87,7 +92,24 @@ def check_config(config: dict, command_name: str, logger: Any) -> dict:
     problems = presets.validate(merged)
     if problems:
         raise RunError("invalid config: " + "; ".join(problems))
+    skip_if_completed(merged, "interpolation" if command_name == "interpolate" else "cell")
     return updates
+
+
+def skip_if_completed(cfg: Mapping[str, Any], kind: str) -> None:
+    """Exit 0 before any observer starts when the store already holds this run as COMPLETED.
+
+    That makes every command printed by ``matrix.py commands`` safe to rerun (a job array
+    retried, a script run twice). ``fresh=True`` runs it again regardless.
+    """
+    if cfg.get("fresh") or STORE_TARGETS["runs"] is None:
+        return
+    key = build.cell_key(cfg)
+    if (kind, key) in store.completed(STORE_TARGETS["runs"], STORE_TARGETS["mongo"]):
+        print(f"{kind} {key} is already COMPLETED in the run store ({STORE_TARGETS['runs']}"
+              f"{' + MongoDB' if STORE_TARGETS['mongo'] else ''}): nothing to do "
+              "(fresh=True runs it again)")
+        raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
 
 
 # ------------------------------------------------------------------------------------------
@@ -424,6 +446,7 @@ def attach_observers(argv: list[str]) -> list[str]:
     observed = not any(a.startswith("print_") for a in rest)  # print_config observes nothing
     try:
         if observed:
+            STORE_TARGETS.update(runs=runs, mongo=mongo)
             ex.observers.extend(make_observers(runs, mongo))
             own = sacred_mongo_arg(rest)
             if own:

@@ -98,3 +98,34 @@ def test_tiny_ablation_end_to_end(tmp_path: Path, mongo_server) -> None:
     figures = list((out / "tiny" / "figures").iterdir())
     assert {p.suffix for p in figures} == {".png", ".svg"}
     assert len(figures) >= 10 and all(p.stat().st_size > 1000 for p in figures)
+
+
+def test_printed_commands_complete_the_matrix_and_rerun_nothing(tmp_path: Path,
+                                                                 mongo_server) -> None:
+    """`matrix.py commands` lines, run one by one as a job array would, share one store."""
+    mongo = f"{mongo_server.url}/commands_e2e"
+    runs = tmp_path / "runs"
+    listing = subprocess.run(
+        [*MATRIX, "commands", "one-at-a-time", "--preset", "tiny", "--seeds", "1",
+         "--mongo", mongo, "--runs", str(runs), *SMALL],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True)
+    lines = listing.stdout.strip().splitlines()
+    assert len(lines) == 8  # ESRGAN + 6 flipped switches, then the interpolation sweep
+    assert all(line.startswith(f"ESRGAN_RUNS={runs} ") for line in lines)
+
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("ESRGAN_RUNS", "ESRGAN_MONGO")}
+    for line in lines:  # each line is self-contained: no environment from us
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=clean_env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, line + "\n" + proc.stdout + proc.stderr
+    done = completed(runs)
+    assert Counter(r["kind"] for r in done) == {"cell": 7, "interpolation": 1}
+    assert len({r["cell_key"] for r in done if r["kind"] == "cell"}) == 7
+
+    # a second pass (a retried job array) runs nothing and creates no run
+    folders = sorted(p.name for p in runs.iterdir())
+    for line in lines:
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=clean_env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "already COMPLETED" in proc.stdout, proc.stdout
+    assert sorted(p.name for p in runs.iterdir()) == folders

@@ -76,6 +76,10 @@ def test_runs_sharing_generator_settings_reuse_stage1(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     m2 = json.loads((second / "metrics.json").read_text())
     assert "stage1_l_pix" in m2
+    # the same command again: the store holds it as COMPLETED, so nothing runs
+    again = run_exp(tmp_path, "with", "tiny", *FAST, "ragan=False")
+    assert f"{info2['cell_key']} is already COMPLETED" in again.stdout
+    assert run_dirs(tmp_path) == [first, second]
     # a generator switch gives a different stage-1 model
     run_exp(tmp_path, "with", "tiny", *FAST, "bn=True")
     info3 = json.loads((run_dirs(tmp_path)[-1] / "info.json").read_text())["esrgan"]

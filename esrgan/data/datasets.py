@@ -27,8 +27,11 @@ position and augmentation all come from ``np.random.default_rng([seed, i])``-sty
 A resumed run, any number of DataLoader workers and any DDP rank layout therefore see the same
 sample for the same index; ``make_loader`` maps training step ``k`` to fixed indices.
 
-Memory: pairs are float32 arrays held in RAM (fine for the benchmarks and the embedded set;
-DF2K at paper scale, about 100 GB as float32, would need a file-backed variant).
+Memory: ``load_pairs`` returns float32 arrays held in RAM (fine for the benchmarks and the
+embedded set; DF2K at paper scale would take about 100 GB as float32). For large training
+folders build a decoded cache once (``python -m esrgan.data.cache HR_DIR CACHE_DIR``, see
+``esrgan.data.cache``): its pairs are memory-mapped uint8 arrays that the OS page cache shares
+between DataLoader workers, and ``PatchDataset`` gives bit-identical samples from them.
 """
 
 from __future__ import annotations
@@ -58,7 +61,11 @@ class SkippedImageWarning(UserWarning):
 
 @dataclass(frozen=True, eq=False)
 class ImagePair:
-    """One image: ``name`` (HR file stem), ``hr`` and ``lr`` float32 HWC RGB in [0, 1]."""
+    """One image: ``name`` (HR file stem), ``hr`` and ``lr`` HWC RGB arrays.
+
+    Either float32 in [0, 1] (``load_pairs``) or uint8 in 0..255 (the memory-mapped arrays
+    of ``esrgan.data.cache.load_cached_pairs``); the datasets below accept both.
+    """
 
     name: str
     hr: np.ndarray
@@ -105,7 +112,7 @@ def _lr_from_cache(hr_path: Path, hr: np.ndarray, scale: int, cache_dir: Path | 
             reason = f"size {_size(lr)}, expected {expected[1]}x{expected[0]}"
         except ImageReadError as exc:
             reason = str(exc)
-        warnings.warn(f"LR cache file {path} is unusable ({reason}); recomputing", stacklevel=3)
+        warnings.warn(f"LR cache file {path} is unusable ({reason}); recomputing", stacklevel=4)
     lr = make_lr(hr, scale)
     write_image(path, lr)
     return lr
@@ -128,8 +135,57 @@ def _read(path: Path, on_error: str) -> np.ndarray | None:
     except ImageReadError as exc:
         if on_error == "raise":
             raise
-        warnings.warn(f"skipping unreadable image: {exc}", SkippedImageWarning, stacklevel=3)
+        warnings.warn(f"skipping unreadable image: {exc}", SkippedImageWarning, stacklevel=4)
         return None
+
+
+def _check_load_args(scale: int, on_error: str) -> None:
+    """Raise ValueError for an unknown ``on_error`` or a scale below 1."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+
+
+def _lr_partner(
+    hr_path: Path, lr_index: dict[str, Path], lr_dir: str | os.PathLike, scale: int
+) -> Path:
+    """The LR file of ``hr_path``: ``NAMEx{scale}.*``, else ``NAME.*``; DataError if none."""
+    lr_path = lr_index.get(f"{hr_path.stem}x{scale}") or lr_index.get(hr_path.stem)
+    if lr_path is None:
+        raise DataError(
+            f"HR {hr_path} has no LR partner in {lr_dir} "
+            f"(looked for {hr_path.stem}x{scale}.* and {hr_path.stem}.*)"
+        )
+    return lr_path
+
+
+def _load_pair(
+    hr_path: Path, lr_path: Path | None, scale: int, cache: Path | None, on_error: str
+) -> ImagePair | None:
+    """One pair as ``load_pairs`` makes it; None when a file is skipped (``on_error='skip'``).
+
+    ``lr_path=None`` makes the LR with ``make_lr`` (through the PNG cache ``cache`` if given).
+    """
+    hr_full = _read(hr_path, on_error)
+    if hr_full is None:
+        return None
+    hr = mod_crop(hr_full, scale)
+    if hr.shape[0] == 0 or hr.shape[1] == 0:
+        raise DataError(f"HR {hr_path} ({_size(hr_full)}) is smaller than the scale {scale}")
+    if lr_path is None:
+        lr = _lr_from_cache(hr_path, hr, scale, cache)
+    else:
+        lr = _read(lr_path, on_error)
+        if lr is None:
+            return None
+        if lr.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
+            raise DataError(
+                f"LR {lr_path} is {_size(lr)} but HR {hr_path} ({_size(hr_full)}, "
+                f"mod-cropped {_size(hr)}) needs {hr.shape[1] // scale}x"
+                f"{hr.shape[0] // scale} at scale {scale}"
+            )
+    return ImagePair(name=hr_path.stem, hr=hr, lr=lr)
 
 
 def load_pairs(
@@ -145,10 +201,7 @@ def load_pairs(
     Returns the pairs sorted by HR file name; raises ``DataError`` (or its subclass
     ``ImageReadError``) with a message naming the offending file(s).
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
+    _check_load_args(scale, on_error)
     hr_files = list_images(hr_dir)
     lr_index = _lr_index(Path(lr_dir)) if lr_dir is not None else None
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -157,31 +210,10 @@ def load_pairs(
     for hr_path in hr_files:
         lr_path = None
         if lr_index is not None:
-            lr_path = lr_index.get(f"{hr_path.stem}x{scale}") or lr_index.get(hr_path.stem)
-            if lr_path is None:
-                raise DataError(
-                    f"HR {hr_path} has no LR partner in {lr_dir} "
-                    f"(looked for {hr_path.stem}x{scale}.* and {hr_path.stem}.*)"
-                )
-        hr_full = _read(hr_path, on_error)
-        if hr_full is None:
-            continue
-        hr = mod_crop(hr_full, scale)
-        if hr.shape[0] == 0 or hr.shape[1] == 0:
-            raise DataError(f"HR {hr_path} ({_size(hr_full)}) is smaller than the scale {scale}")
-        if lr_path is None:
-            lr = _lr_from_cache(hr_path, hr, scale, cache)
-        else:
-            lr = _read(lr_path, on_error)
-            if lr is None:
-                continue
-            if lr.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
-                raise DataError(
-                    f"LR {lr_path} is {_size(lr)} but HR {hr_path} ({_size(hr_full)}, "
-                    f"mod-cropped {_size(hr)}) needs {hr.shape[1] // scale}x"
-                    f"{hr.shape[0] // scale} at scale {scale}"
-                )
-        pairs.append(ImagePair(name=hr_path.stem, hr=hr, lr=lr))
+            lr_path = _lr_partner(hr_path, lr_index, lr_dir, scale)
+        pair = _load_pair(hr_path, lr_path, scale, cache, on_error)
+        if pair is not None:
+            pairs.append(pair)
     if not pairs:
         raise DataError(f"no readable images in {hr_dir} (all skipped)")
     return pairs
@@ -209,6 +241,10 @@ class PatchDataset(Dataset):
     is applied with probability 1/2 to both crops, as in the ESRGAN reference code: all eight
     flips/rotations are equally likely. ``length`` is the number of samples (default: one per
     image); a trainer sets it to steps x batch size.
+
+    Pairs may hold float32 arrays in [0, 1] or uint8 arrays (e.g. memory-mapped from a decoded
+    cache): uint8 crops become float32 ``/ 255`` exactly as ``read_image`` converts a PNG, so a
+    sample is bit-identical whichever kind of pair it comes from.
     """
 
     def __init__(
@@ -264,7 +300,16 @@ class PatchDataset(Dataset):
         hr = pair.hr[y * s : (y + lp) * s, x * s : (x + lp) * s]
         if self.augment:
             lr, hr = (_augment(a, hflip, vflip, transpose) for a in (lr, hr))
-        return {"lr": to_tensor(lr), "hr": to_tensor(hr)}
+        return {"lr": _to_float_tensor(lr), "hr": _to_float_tensor(hr)}
+
+
+def _to_float_tensor(img: np.ndarray) -> torch.Tensor:
+    """``to_tensor`` of a float [0, 1] image, or of a uint8 image divided by 255."""
+    if img.dtype == np.uint8:
+        chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+        chw /= 255.0  # the float32 division of read_image: bit-identical to a decoded PNG
+        return torch.from_numpy(chw)
+    return to_tensor(img)
 
 
 def _augment(img: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> np.ndarray:
@@ -339,6 +384,8 @@ def make_loader(
 class ValidationDataset(Dataset):
     """Whole images: ``{'name': str, 'lr': (3, h, w), 'hr': (3, h*s, w*s)}`` per pair.
 
+    Float32 tensors in [0, 1] from float32 or uint8 pairs (as in ``PatchDataset``).
+
     Sizes differ between images, so use it with batch size 1 (or iterate directly).
     """
 
@@ -350,4 +397,5 @@ class ValidationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, object]:
         pair = self.pairs[index]
-        return {"name": pair.name, "lr": to_tensor(pair.lr), "hr": to_tensor(pair.hr)}
+        return {"name": pair.name, "lr": _to_float_tensor(pair.lr),
+                "hr": _to_float_tensor(pair.hr)}
