@@ -13,6 +13,13 @@ through three callables: ``log(name, value, step)``, ``validate(generator, step)
 resume from it: training samples are a pure function of (seed, sample index) (see
 ``esrgan.data.PatchDataset``), so a resumed run sees exactly the batches it would have seen, and
 on CPU a resumed run ends bit-identical to an uninterrupted one.
+
+Under ``torchrun`` (``esrgan.distributed``) both stages run data-parallel: the networks are
+wrapped in DistributedDataParallel, batch statistics are global, the logged losses are averaged
+over ranks, and only rank 0 validates and writes the checkpoint (every rank resumes from it).
+
+Speed switches (``StageSettings``): ``precision`` (bf16 autocast), ``channels_last``,
+``compile`` (torch.compile of the forward modules) and ``adam`` (the optimiser kernel).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from esrgan import distributed
 from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
 from esrgan.losses.perceptual import PerceptualLoss
 
@@ -61,6 +69,8 @@ class StageSettings:
     num_workers: int = 0
     precision: str = "fp32"  # 'fp32' | 'bf16' (autocast of the forward passes; losses in fp32)
     channels_last: bool = False  # NHWC memory format for the networks and batches
+    compile: str = "off"  # 'off' | 'default' | 'reduce-overhead' (CUDA graphs on a GPU)
+    adam: str = "auto"  # 'auto' (fused on CUDA, foreach elsewhere) | 'fused' | 'foreach'
 
     @property
     def milestones(self) -> list[int]:
@@ -91,6 +101,8 @@ class StageOutcome:
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
+    if not distributed.is_main():
+        return  # one writer; every rank holds the same state
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -98,12 +110,19 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The checkpoint at ``path`` (None if absent); under DDP every rank must read rank 0's."""
+    state = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    mine = None if state is None else int(state["step"])
+    step = distributed.from_main(mine)
+    if mine != step:
+        raise RuntimeError(f"{path}: rank {distributed.rank()} sees step {mine}, rank 0 step "
+                           f"{step}: the work_dir must be one folder shared by all ranks")
+    return state
 
 
 PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead")
+ADAM_IMPLS = ("auto", "fused", "foreach")
 
 
 def _autocast(device: torch.device, precision: str):
@@ -115,6 +134,37 @@ def _autocast(device: torch.device, precision: str):
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                           enabled=precision == "bf16")
+
+
+def _adam(params, lr: float, settings: StageSettings, device: torch.device) -> torch.optim.Adam:
+    """Adam with the kernel ``settings.adam`` asks for (the maths is the same)."""
+    if settings.adam not in ADAM_IMPLS:
+        raise ValueError(f"adam must be one of {ADAM_IMPLS}, got {settings.adam!r}")
+    fused = settings.adam == "fused" or (settings.adam == "auto" and device.type == "cuda")
+    return torch.optim.Adam(params, lr=lr, betas=settings.adam_betas,
+                            **({"fused": True} if fused else {}))
+
+
+def _compiled(module: nn.Module, mode: str) -> nn.Module:
+    """``torch.compile(module)`` in ``mode``, or the module itself for 'off'."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
+    if mode == "off":
+        return module
+    return torch.compile(module, mode=mode)
+
+
+def _step_begins(mode: str) -> None:
+    """Tell CUDA graphs (compile='reduce-overhead') that a new training step starts, so the
+    previous step's graph outputs may be overwritten."""
+    if mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def _keep(t: Tensor, mode: str) -> Tensor:
+    """A graph output that must survive the next call of the same compiled module (CUDA
+    graphs reuse their output memory): D and VGG are called twice per step."""
+    return t.clone() if mode == "reduce-overhead" else t
 
 
 def _to_device(batch: dict[str, Tensor], device: torch.device,
@@ -130,11 +180,15 @@ def _prepare(module: nn.Module, device: torch.device, channels_last: bool) -> nn
     return module
 
 
-def _check_finite(stage: str, step: int, losses: dict[str, Tensor]) -> None:
-    for name, value in losses.items():
-        if not math.isfinite(float(value)):
-            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+def _check_finite(stage: str, step: int, losses: dict[str, Tensor]) -> dict[str, float]:
+    """The losses as floats (averaged over DDP ranks, so every rank decides alike); raises
+    TrainingDiverged when one is NaN or infinite."""
+    values = distributed.mean_over_ranks({k: float(v) for k, v in losses.items()})
+    for name, value in values.items():
+        if not math.isfinite(value):
+            parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
             raise TrainingDiverged(f"{stage}: loss {name} is not finite at step {step} ({parts})")
+    return values
 
 
 class _Averager:
@@ -144,9 +198,9 @@ class _Averager:
         self.sums: dict[str, float] = {}
         self.count = 0
 
-    def add(self, losses: dict[str, Tensor]) -> None:
+    def add(self, losses: dict[str, float]) -> None:
         for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
         self.count += 1
 
     def flush(self) -> dict[str, float]:
@@ -157,7 +211,7 @@ class _Averager:
 
 def _run_validation(validate: ValidateFn | None, generator: nn.Module, step: int, prefix: str,
                     log: LogFn) -> dict[str, float]:
-    if validate is None:
+    if validate is None or not distributed.is_main():  # other ranks wait at their next step
         return {}
     was_training = generator.training
     generator.eval()
@@ -192,8 +246,9 @@ def train_psnr(
     on Ctrl-C (KeyboardInterrupt is re-raised after the save).
     """
     device = torch.device(device)
-    _prepare(generator, device, settings.channels_last).train()
-    opt = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=settings.adam_betas)
+    _prepare(distributed.convert_batchnorm(generator, device), device,
+             settings.channels_last).train()
+    opt = _adam(generator.parameters(), settings.lr, settings, device)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, settings.milestones, settings.lr_gamma)
 
     start = 0
@@ -204,6 +259,8 @@ def train_psnr(
         sched.load_state_dict(state["sched_g"])
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
+    # after the resume: DDP broadcasts rank 0's parameters when it wraps the module
+    forward_g = _compiled(distributed.data_parallel(generator, device), settings.compile)
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -223,9 +280,10 @@ def train_psnr(
                 break
             lr_img, hr_img = _to_device(batch, device, settings.channels_last)
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
+            _step_begins(settings.compile)
 
             with _autocast(device, settings.precision):
-                sr = generator(lr_img)
+                sr = forward_g(lr_img)
             l_pix = F.l1_loss(sr.float(), hr_img)
             opt.zero_grad(set_to_none=True)
             l_pix.backward()
@@ -234,9 +292,7 @@ def train_psnr(
             step += 1
             consistent = True
 
-            losses = {"l_pix": l_pix.detach()}
-            _check_finite("stage 1", step, losses)
-            averager.add(losses)
+            averager.add(_check_finite("stage 1", step, {"l_pix": l_pix.detach()}))
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
                 means = averager.flush()
@@ -287,12 +343,12 @@ def train_gan(
     """
     weights = weights or GanWeights()
     device = torch.device(device)
-    _prepare(generator, device, settings.channels_last).train()
-    _prepare(discriminator, device, settings.channels_last).train()
+    for net in (generator, discriminator):
+        _prepare(distributed.convert_batchnorm(net, device), device,
+                 settings.channels_last).train()
     _prepare(perceptual, device, settings.channels_last)
-    betas = settings.adam_betas
-    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or settings.lr, betas=betas)
+    opt_g = _adam(generator.parameters(), settings.lr, settings, device)
+    opt_d = _adam(discriminator.parameters(), lr_d or settings.lr, settings, device)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, settings.milestones, settings.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, settings.milestones, settings.lr_gamma)
 
@@ -307,6 +363,13 @@ def train_gan(
         sched_d.load_state_dict(state["sched_d"])
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
+    # G and D's D-step go through DDP; the G-step calls D itself (its parameters are frozen
+    # there, so there is nothing to all-reduce and DDP must not wait for their gradients).
+    mode = settings.compile
+    forward_g = _compiled(distributed.data_parallel(generator, device), mode)
+    forward_d = _compiled(distributed.data_parallel(discriminator, device), mode)
+    frozen_d = _compiled(discriminator, mode)
+    forward_percep = _compiled(perceptual, mode)
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -328,17 +391,18 @@ def train_gan(
                 break
             lr_img, hr_img = _to_device(batch, device, settings.channels_last)
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
+            _step_begins(mode)
 
             # --- generator step: D frozen, its real logits are constants
             for p in discriminator.parameters():
                 p.requires_grad_(False)
             with _autocast(device, settings.precision):
-                sr = generator(lr_img)
+                sr = forward_g(lr_img)
             l_pix = F.l1_loss(sr.float(), hr_img)  # losses in fp32; this order keeps fp32 runs
             with _autocast(device, settings.precision):  # bit-identical to the plain loop
-                l_percep = perceptual(sr, hr_img).float()
-                real_logits = discriminator(hr_img).detach().float()
-                fake_logits = discriminator(sr).float()
+                l_percep = forward_percep(sr, hr_img).float()
+                real_logits = _keep(frozen_d(hr_img), mode).detach().float()
+                fake_logits = frozen_d(sr).float()
             l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
             l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
             opt_g.zero_grad(set_to_none=True)
@@ -349,8 +413,8 @@ def train_gan(
             for p in discriminator.parameters():
                 p.requires_grad_(True)
             with _autocast(device, settings.precision):
-                real_logits = discriminator(hr_img).float()
-                fake_logits = discriminator(sr.detach()).float()
+                real_logits = _keep(forward_d(hr_img), mode).float()
+                fake_logits = forward_d(sr.detach()).float()
             l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
             opt_d.zero_grad(set_to_none=True)
             l_d.backward()
@@ -365,8 +429,7 @@ def train_gan(
                       "l_percep": l_percep.detach(), "l_adv": l_adv.detach(),
                       "l_d": l_d.detach(),
                       "d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
-            _check_finite("stage 2", step, losses)
-            averager.add(losses)
+            averager.add(_check_finite("stage 2", step, losses))
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
                 means = averager.flush()

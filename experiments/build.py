@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from esrgan import distributed
 from esrgan.archs.discriminator import VGGStyleDiscriminator
 from esrgan.archs.rrdbnet import build_generator
 from esrgan.archs.vgg import VGGFeatureExtractor
@@ -49,6 +50,7 @@ STAGE1_KEYS = (
 NON_SEMANTIC_KEYS = (
     "device", "num_workers", "resume", "fresh", "work_dir", "progress", "log_every",
     "val_every", "ckpt_every", "test_sets", "val_crops", "interp_alphas", "bp_iterations",
+    "compile", "adam",  # same maths, other kernels (float rounding aside)
 )
 
 
@@ -115,6 +117,8 @@ def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
         num_workers=int(cfg["num_workers"]),
         precision=str(cfg["precision"]),
         channels_last=bool(cfg["channels_last"]),
+        compile=str(cfg["compile"]),
+        adam=str(cfg["adam"]),
     )
 
 
@@ -158,10 +162,15 @@ def patch_dataset(cfg: Mapping[str, Any], pairs: list[ImagePair], seed: int,
 
 def loader(data: PatchDataset, settings: StageSettings, start: int,
            device: torch.device) -> torch.utils.data.DataLoader:
-    """Batches of steps start .. settings.steps - 1, identical for any number of workers."""
-    return make_loader(data, settings.batch_size, num_workers=settings.num_workers,
+    """Batches of steps start .. settings.steps - 1, identical for any number of workers.
+
+    Under torchrun this process gets its slice of each global batch (``batch / N`` samples),
+    so the N processes together see exactly the single-process batches.
+    """
+    world, rank = distributed.world_size(), distributed.rank()
+    return make_loader(data, settings.batch_size // world, num_workers=settings.num_workers,
                        start_step=start, num_steps=max(settings.steps - start, 0),
-                       pin_memory=device.type == "cuda")
+                       rank=rank, world_size=world, pin_memory=device.type == "cuda")
 
 
 def _digest(obj: Any) -> str:

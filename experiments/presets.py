@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esrgan.train import PRECISIONS
+from esrgan.train import ADAM_IMPLS, COMPILE_MODES, PRECISIONS
 
 # the paper's sizes and schedule, for the substitutes list of a report
 PAPER_SIZES = {"nf": 64, "nb": 23, "gc": 32, "steps1": 1_000_000, "steps2": 400_000,
@@ -61,10 +61,12 @@ def base():
     lr_decay_at2 = [0.125, 0.25, 0.5, 0.75]  # paper: 50k, 100k, 200k, 300k of 400k
     lr_gamma = 0.5  # learning-rate decay factor
     adam_betas = [0.9, 0.999]  # Adam beta1, beta2
-    batch = 4  # batch size
+    batch = 4  # global batch size (under torchrun: split evenly over the processes)
     patch = 64  # HR patch size (multiple of 32: the discriminator halves it 5 times)
     precision = "fp32"  # arithmetic of training: 'fp32' or 'bf16' (autocast; metrics in fp32)
     channels_last = False  # NHWC memory format for networks and batches (faster with bf16)
+    compile = "off"  # torch.compile of the networks: 'off', 'default', 'reduce-overhead'
+    adam = "auto"  # Adam kernel: 'auto' (fused on CUDA, foreach on CPU), 'fused', 'foreach'
 
     # --- data (None: the embedded scikit-image photos, see esrgan/data/embedded.py)
     train_hr = None  # folder of HR training images (e.g. DF2K)
@@ -179,8 +181,14 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     unknown = sorted(set(cfg["val_metrics"]) - set(KNOWN_VAL_METRICS))
     if unknown:
         problems.append(f"unknown val_metrics {unknown}; known: {list(KNOWN_VAL_METRICS)}")
-    if cfg["precision"] not in PRECISIONS:
-        problems.append(f"precision must be one of {list(PRECISIONS)}, got {cfg['precision']!r}")
+    for key, allowed in (("precision", PRECISIONS), ("compile", COMPILE_MODES),
+                         ("adam", ADAM_IMPLS)):
+        if cfg[key] not in allowed:
+            problems.append(f"{key} must be one of {list(allowed)}, got {cfg[key]!r}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's process count
+    if int(cfg["batch"]) % world:
+        problems.append(f"batch {cfg['batch']} is the global batch and must split evenly over "
+                        f"the {world} torchrun processes")
     device = str(cfg["device"])
     if device.startswith("cuda"):
         import torch

@@ -5,6 +5,7 @@
     python experiments/run.py print_config with paper             # every setting, one place
     python experiments/run.py --mongo mongodb://host:27017/esrgan with cpu vgg_weights=random
     python experiments/run.py with resume=runs/7                  # continue a killed run
+    torchrun --nproc_per_node=4 experiments/run.py with paper     # data-parallel, 4 processes
 
 Observers: always Sacred's FileStorageObserver under ``runs/`` (``--runs DIR`` or ESRGAN_RUNS
 to move it); ``--mongo URL`` (or ESRGAN_MONGO) adds a MongoDB observer, and Sacred's own
@@ -16,6 +17,12 @@ Checkpoints live under ``work_dir`` (default ``work/``): ``stage1/<stage1 key>/`
 PSNR-oriented model shared by every run with the same generator and stage-1 settings, and
 ``stage2/<cell key>/`` the GAN stage of one configuration. Running a configuration again picks
 up its checkpoint (``fresh=True`` starts over), which is what makes the matrix resumable.
+A configuration the run store already holds as COMPLETED is not run again (it exits at once).
+
+Under torchrun (``esrgan.distributed``) every process runs this script; ``batch`` stays the
+global batch, so a cell means the same experiment on any number of processes. Only rank 0
+attaches observers (the run is logged once), writes checkpoints and evaluates; the others
+train and exit. Resume works the same way (every rank reads rank 0's checkpoint).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from sacred import Experiment  # noqa: E402
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
 
+from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import ImagePair, imresize, to_numpy, to_tensor, write_image  # noqa: E402
 from esrgan.metrics import (  # noqa: E402
@@ -105,7 +113,8 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str) -> None:
     if cfg.get("fresh") or STORE_TARGETS["runs"] is None:
         return
     key = build.cell_key(cfg)
-    if (kind, key) in store.completed(STORE_TARGETS["runs"], STORE_TARGETS["mongo"]):
+    rank0 = os.environ.get("RANK", "0") == "0"  # torchrun workers only read the store
+    if (kind, key) in store.completed(STORE_TARGETS["runs"], STORE_TARGETS["mongo"], sync=rank0):
         print(f"{kind} {key} is already COMPLETED in the run store ({STORE_TARGETS['runs']}"
               f"{' + MongoDB' if STORE_TARGETS['mongo'] else ''}): nothing to do "
               "(fresh=True runs it again)")
@@ -132,9 +141,10 @@ class Sink:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The configured device; under torchrun this process's GPU (and the job is joined)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.init(torch.device(name))
 
 
 @contextmanager
@@ -221,25 +231,28 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches, validate, device: 
     key = build.stage1_key(cfg)
     folder = work / "stage1" / key
     done = folder / "generator.pth"
-    with file_lock(work / "stage1" / f"{key}.lock"):
+    main = distributed.is_main()  # under torchrun rank 0 locks, decides and writes for all
+    with file_lock(work / "stage1" / f"{key}.lock") if main else nullcontext():
         generator = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
-        if done.exists() and not cfg["fresh"]:
+        if distributed.from_main(done.exists() and not cfg["fresh"]):
             generator.load_state_dict(load_generator_state(done))
             record = json.loads((folder / "record.json").read_text())
             for name, value, step in record["scalars"]:  # the curves, as if trained here
                 sink.log(name, value, step)
             record["reused"] = True
             return generator.to(device), record
-        if cfg["fresh"]:
+        if cfg["fresh"] and main:
             (folder / "checkpoint.pth").unlink(missing_ok=True)
+        distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
         outcome = train_psnr(generator, batches(1), build.stage_settings(cfg, 1), device=device,
                              checkpoint=folder / "checkpoint.pth", log=sink.log,
-                             validate=validate, progress=cfg["progress"])
-        save_generator(done, generator)
+                             validate=validate, progress=cfg["progress"] and main)
         record = {"key": key, "val": outcome.metrics, "seconds": outcome.seconds,
                   "steps": outcome.steps, "resumed_from": outcome.resumed_from,
                   "scalars": [s for s in sink.scalars if s[0].startswith("stage1_")]}
-        (folder / "record.json").write_text(json.dumps(record))
+        if main:
+            save_generator(done, generator)
+            (folder / "record.json").write_text(json.dumps(record))
         record["reused"] = False
         return generator, record
 
@@ -287,23 +300,28 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     # ---- stage 1: PSNR-oriented (shared between runs with the same generator settings)
     generator, record1 = stage1_model(cfg, work, batches, validate, device, sink)
     meta["stage1_reused"] = record1["reused"]
+    main = distributed.is_main()  # the other torchrun ranks only train
     out_dir = work / "stage2" / build.cell_key(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     psnr_path = out_dir / "G_psnr.pth"
-    save_generator(psnr_path, generator)
-    sink.artifact(psnr_path)
-    psnr_sr = super_resolve(generator, val, device)
-    psnr_tests = {n: super_resolve(generator, p, device) for n, p in tests.items()}
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_generator(psnr_path, generator)
+        sink.artifact(psnr_path)
+        psnr_sr = super_resolve(generator, val, device)
+        psnr_tests = {n: super_resolve(generator, p, device) for n, p in tests.items()}
 
     # ---- stage 2: GAN, generator initialised from stage 1
-    if cfg["fresh"]:
+    if cfg["fresh"] and main:
         (out_dir / "checkpoint.pth").unlink(missing_ok=True)
+    distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
     discriminator = build.make_discriminator(cfg, seed=int(cfg["seed"]) + 1)
     outcome2 = train_gan(generator, discriminator, perceptual, batches(2),
                          build.stage_settings(cfg, 2), gan_loss=build.gan_loss_name(cfg),
                          weights=build.gan_weights(cfg), lr_d=float(cfg["lr_d"]), device=device,
                          checkpoint=out_dir / "checkpoint.pth", log=sink.log, validate=validate,
-                         progress=cfg["progress"])
+                         progress=cfg["progress"] and main)
+    if not main:
+        return {"rank": distributed.rank()}  # not observed; rank 0 reports the run
     gan_path = out_dir / "G_gan.pth"
     save_generator(gan_path, generator)
     sink.artifact(gan_path)
@@ -352,6 +370,8 @@ def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     Plus back projection (``bp_iterations``) applied to the GAN model's output.
     """
     device = resolve_device(cfg["device"])
+    if not distributed.is_main():
+        return {"rank": distributed.rank()}  # evaluation only: nothing to share out
     scale = int(cfg["scale"])
     meta = run_meta(cfg, "interpolation")
     folder = Path(cfg["work_dir"]) / "stage2" / meta["cell_key"]
@@ -407,6 +427,8 @@ def guarded(work: Any, config: dict, run: Any) -> dict[str, Any]:
         return work(cfg, Sink(run))
     except KNOWN_ERRORS as e:
         raise RunError(f"{type(e).__name__}: {e}") from None
+    finally:
+        distributed.shutdown()
 
 
 @ex.main
@@ -444,9 +466,11 @@ def attach_observers(argv: list[str]) -> list[str]:
         else:
             rest.append(arg)
     observed = not any(a.startswith("print_") for a in rest)  # print_config observes nothing
+    if os.environ.get("RANK", "0") != "0":
+        observed = False  # a torchrun worker: rank 0 logs the run, once
+    STORE_TARGETS.update(runs=runs, mongo=mongo)
     try:
         if observed:
-            STORE_TARGETS.update(runs=runs, mongo=mongo)
             ex.observers.extend(make_observers(runs, mongo))
             own = sacred_mongo_arg(rest)
             if own:

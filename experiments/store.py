@@ -70,13 +70,14 @@ def reconcile(file_done: dict[Key, Path], mongo_done: set[Key], mongo: str) -> l
     return synced
 
 
-def completed(runs_dir: str | Path | None, mongo: str | None) -> set[Key]:
-    """Every (kind, cell key) COMPLETED in either store, after reconciling MongoDB."""
+def completed(runs_dir: str | Path | None, mongo: str | None, sync: bool = True) -> set[Key]:
+    """Every (kind, cell key) COMPLETED in either store, after reconciling MongoDB (``sync``;
+    one writer only, e.g. torchrun's rank 0)."""
     file_done = file_store_completed(runs_dir)
     done = set(file_done)
     if mongo:
         mongo_done = mongo_completed(mongo)
-        synced = reconcile(file_done, mongo_done, mongo)
+        synced = reconcile(file_done, mongo_done, mongo) if sync else []
         if synced:
             print(f"synced {len(synced)} run(s) completed in the file store but not in MongoDB "
                   f"(a process stopped between the two): {', '.join(p.name for p in synced)}")

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from esrgan.distributed import batch_mean
+
 
 def _bce(logits: Tensor, target_is_real: bool) -> Tensor:
     target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
@@ -41,12 +43,12 @@ def standard_g_loss(real: Tensor, fake: Tensor) -> Tensor:
 
 def ragan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Eq. (1): D_Ra(x_r, x_f) = sigma(C(x_r) - E[C(x_f)]), averaged over its two terms."""
-    return 0.5 * (_bce(real - fake.mean(), True) + _bce(fake - real.mean(), False))
+    return 0.5 * (_bce(real - batch_mean(fake), True) + _bce(fake - batch_mean(real), False))
 
 
 def ragan_g_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Eq. (2): the generator gets gradients from both real and generated data."""
-    return 0.5 * (_bce(real - fake.mean(), False) + _bce(fake - real.mean(), True))
+    return 0.5 * (_bce(real - batch_mean(fake), False) + _bce(fake - batch_mean(real), True))
 
 
 LossFn = Callable[[Tensor, Tensor], Tensor]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from esrgan.distributed import batch_mean
+
 
 class PerceptualLoss(nn.Module):
     """L1 between ``extractor(sr)`` and ``extractor(hr)`` features.
@@ -28,5 +30,5 @@ class PerceptualLoss(nn.Module):
         sr_feat = self.extractor(sr)
         loss = torch.nn.functional.l1_loss(sr_feat, hr_feat)
         if self.normalize:
-            loss = loss / (hr_feat.abs().mean() + self.eps)
+            loss = loss / (batch_mean(hr_feat.abs()) + self.eps)  # global batch under DDP
         return loss
