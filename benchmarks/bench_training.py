@@ -6,7 +6,10 @@ Prints, on this machine and in one run of about two minutes:
 - where a stage-2 step goes: generator, discriminator, VGG19 perceptual loss, optimiser, data;
 - the ratio stage-2 / stage-1 step time and the projected training time of one cpu-preset run;
 - the torch thread counts, and the CPU time other processes took during each timed phase
-  (on shared cores timings inflate, with 2 intra-op threads often many times over).
+  (on shared cores timings inflate, with 2 intra-op threads often many times over);
+- the speed switches against plain fp32 eager, same code and same steps: bf16 autocast +
+  channels_last (the fast path), + fused Adam, and (``--compile``) torch.compile; ratio per
+  stage, against the target of 1.8x on stage 2. Quality of bf16: benchmarks/bench_precision.py.
 
 Everything is built through ``experiments.build`` from the ``cpu`` preset, with
 ``vgg_weights='random'``: the ImageNet VGG19 file is not on this machine, and a random-weight
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import os
 import statistics
@@ -51,7 +55,10 @@ CPU = torch.device("cpu")
 WARMUP1, MAX1, BUDGET1 = 5, 300, 15.0
 WARMUP2, MAX2, BUDGET2 = 3, 60, 30.0
 MIN_TIMED = 5
-OVERRIDES = {"vgg_weights": "random", "device": "cpu", "progress": False}
+# fp32 eager for the breakdown and the replica (which has no autocast); the preset's speed
+# settings are compared against it in compare_fast_paths
+OVERRIDES = {"vgg_weights": "random", "device": "cpu", "progress": False, "precision": "fp32",
+             "channels_last": False}
 PARTS = ("G", "D", "VGG", "optimizer", "data", "other")
 Batches = Callable[[int], Iterable[dict[str, Tensor]]]
 
@@ -283,7 +290,63 @@ def summary(times: list[float]) -> tuple[float, float, float]:
     return statistics.median(times), statistics.fmean(times), min(times)
 
 
+FAST_PATHS = {  # label -> StageSettings fields on top of the preset's (fp32 eager)
+    "fp32 eager (baseline)": {"precision": "fp32", "channels_last": False},
+    "bf16 + channels_last": {"precision": "bf16", "channels_last": True},
+    "bf16 + channels_last + fused Adam": {"precision": "bf16", "channels_last": True,
+                                          "adam": "fused"},
+    "bf16-losses + channels_last (cpu default)": {"precision": "bf16-losses",
+                                                  "channels_last": True},
+}
+FAST_BUDGET1, FAST_BUDGET2 = 8.0, 15.0
+
+
+def compare_fast_paths(cfg: Mapping[str, Any], pairs: list[ImagePair], generator: nn.Module,
+                       with_compile: bool) -> None:
+    """Median step time of each speed setting, both stages, same code as the experiment."""
+    paths = dict(FAST_PATHS)
+    if with_compile:
+        paths["bf16 + channels_last + compile"] = {"precision": "bf16", "channels_last": True,
+                                                   "compile": "default"}
+    seed = int(cfg["seed"])
+    perceptual = build.make_perceptual_loss(cfg)
+    gan = dict(gan_loss=build.gan_loss_name(cfg), weights=build.gan_weights(cfg),
+               lr_d=float(cfg["lr_d"]))
+    results: dict[str, tuple[float, float, str]] = {}
+    for label, fields in paths.items():
+        # compile: its first steps are the compilation, so warm up longer
+        warm = 3 if fields.get("compile", "off") == "off" else 2
+        s1 = dataclasses.replace(bench_settings(cfg, 1, warm + 200), **fields)
+        g1 = copy.deepcopy(generator)
+        clock1 = StepClock("stage1_lr", warm, FAST_BUDGET1)
+        before = cpu_counters()
+        t0 = time.perf_counter()
+        run_until_budget(functools.partial(train_psnr, g1, batch_source(cfg, pairs, s1, 0), s1,
+                                           device=CPU, log=clock1, progress=False))
+        s2 = dataclasses.replace(bench_settings(cfg, 2, warm + 60), **fields)
+        clock2 = StepClock("stage2_lr", warm, FAST_BUDGET2)
+        run_until_budget(functools.partial(
+            train_gan, copy.deepcopy(generator), build.make_discriminator(cfg, seed=seed + 1),
+            perceptual, batch_source(cfg, pairs, s2, seed), s2, device=CPU, log=clock2,
+            progress=False, **gan))
+        results[label] = (statistics.median(clock1.step_times()),
+                          statistics.median(clock2.step_times()),
+                          f"{others_share(before, cpu_counters())}, "
+                          f"{time.perf_counter() - t0:.0f} s incl. warm-up")
+    print()
+    print(f"{'speed switches (same code, median step)':44s} {'stage 1 s':>9s} {'ratio':>6s} "
+          f"{'stage 2 s':>9s} {'ratio':>6s}  others CPU, wall")
+    base1, base2, _ = results["fp32 eager (baseline)"]
+    for label, (t1, t2, note) in results.items():
+        print(f"{label:44s} {t1:9.3f} {base1 / t1:5.2f}x {t2:9.3f} {base2 / t2:5.2f}x  {note}")
+    for label in ("bf16 + channels_last", "bf16-losses + channels_last (cpu default)"):
+        fast = base2 / results[label][1]
+        print(f"stage-2 speed-up of {label}: {fast:.2f}x (target >= 1.8x: "
+              f"{'PASS' if fast >= 1.8 else 'FAIL'})")
+
+
 def main() -> None:
+    with_compile = "--compile" in sys.argv[1:]
     wall = time.perf_counter()
     cfg = cpu_config()
     problems = presets.validate(cfg)
@@ -398,6 +461,7 @@ def main() -> None:
         proj1, proj2 = steps1 * t1, steps2 * t2
         print(f"  {label:13s} steps1 {steps1} x {t1:.3f} s + steps2 {steps2} x {t2:.3f} s = "
               f"{proj1:.0f} s + {proj2:.0f} s = {(proj1 + proj2) / 60:.1f} min")
+    compare_fast_paths(cfg, pairs, generator, with_compile)
     print(f"bench_training: {time.perf_counter() - wall:.0f} s")
 
 

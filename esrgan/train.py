@@ -39,6 +39,13 @@ from tqdm import tqdm
 from esrgan import distributed
 from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
 from esrgan.losses.perceptual import PerceptualLoss
+from esrgan.speed import (
+    autocast,
+    check_choice,
+    compiled,
+    generator_precision,
+    loss_network_precision,
+)
 
 LogFn = Callable[[str, float, int], None]
 ValidateFn = Callable[[nn.Module, int], dict[str, float]]
@@ -67,7 +74,9 @@ class StageSettings:
     val_every: int = 0  # 0: validate only at the end
     log_every: int = 10
     num_workers: int = 0
-    precision: str = "fp32"  # 'fp32' | 'bf16' (autocast of the forward passes; losses in fp32)
+    # 'fp32' | 'bf16' (autocast of the forward passes; losses in fp32) | 'bf16-losses' (only
+    # VGG19 and D in bf16)
+    precision: str = "fp32"
     channels_last: bool = False  # NHWC memory format for the networks and batches
     compile: str = "off"  # 'off' | 'default' | 'reduce-overhead' (CUDA graphs on a GPU)
     adam: str = "auto"  # 'auto' (fused on CUDA, foreach elsewhere) | 'fused' | 'foreach'
@@ -120,38 +129,15 @@ def _load_checkpoint(path: Path) -> dict | None:
     return state
 
 
-PRECISIONS = ("fp32", "bf16")
-COMPILE_MODES = ("off", "default", "reduce-overhead")
 ADAM_IMPLS = ("auto", "fused", "foreach")
-
-
-def _autocast(device: torch.device, precision: str):
-    """A fresh autocast context for the forward passes (bf16), or a no-op one (fp32).
-
-    Parameters, optimiser states and losses stay fp32; validation runs outside it, in fp32.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=precision == "bf16")
 
 
 def _adam(params, lr: float, settings: StageSettings, device: torch.device) -> torch.optim.Adam:
     """Adam with the kernel ``settings.adam`` asks for (the maths is the same)."""
-    if settings.adam not in ADAM_IMPLS:
-        raise ValueError(f"adam must be one of {ADAM_IMPLS}, got {settings.adam!r}")
+    check_choice("adam", settings.adam, ADAM_IMPLS)
     fused = settings.adam == "fused" or (settings.adam == "auto" and device.type == "cuda")
     return torch.optim.Adam(params, lr=lr, betas=settings.adam_betas,
                             **({"fused": True} if fused else {}))
-
-
-def _compiled(module: nn.Module, mode: str) -> nn.Module:
-    """``torch.compile(module)`` in ``mode``, or the module itself for 'off'."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
-    if mode == "off":
-        return module
-    return torch.compile(module, mode=mode)
 
 
 def _step_begins(mode: str) -> None:
@@ -246,6 +232,7 @@ def train_psnr(
     on Ctrl-C (KeyboardInterrupt is re-raised after the save).
     """
     device = torch.device(device)
+    precision_g = generator_precision(settings.precision)
     _prepare(distributed.convert_batchnorm(generator, device), device,
              settings.channels_last).train()
     opt = _adam(generator.parameters(), settings.lr, settings, device)
@@ -260,7 +247,7 @@ def train_psnr(
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
     # after the resume: DDP broadcasts rank 0's parameters when it wraps the module
-    forward_g = _compiled(distributed.data_parallel(generator, device), settings.compile)
+    forward_g = compiled(distributed.data_parallel(generator, device), settings.compile)
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -282,7 +269,7 @@ def train_psnr(
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
             _step_begins(settings.compile)
 
-            with _autocast(device, settings.precision):
+            with autocast(device.type, precision_g):
                 sr = forward_g(lr_img)
             l_pix = F.l1_loss(sr.float(), hr_img)
             opt.zero_grad(set_to_none=True)
@@ -343,6 +330,8 @@ def train_gan(
     """
     weights = weights or GanWeights()
     device = torch.device(device)
+    precision_g = generator_precision(settings.precision)
+    precision_loss = loss_network_precision(settings.precision)
     for net in (generator, discriminator):
         _prepare(distributed.convert_batchnorm(net, device), device,
                  settings.channels_last).train()
@@ -366,10 +355,10 @@ def train_gan(
     # G and D's D-step go through DDP; the G-step calls D itself (its parameters are frozen
     # there, so there is nothing to all-reduce and DDP must not wait for their gradients).
     mode = settings.compile
-    forward_g = _compiled(distributed.data_parallel(generator, device), mode)
-    forward_d = _compiled(distributed.data_parallel(discriminator, device), mode)
-    frozen_d = _compiled(discriminator, mode)
-    forward_percep = _compiled(perceptual, mode)
+    forward_g = compiled(distributed.data_parallel(generator, device), mode)
+    forward_d = compiled(distributed.data_parallel(discriminator, device), mode)
+    frozen_d = compiled(discriminator, mode)
+    forward_percep = compiled(perceptual, mode)
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -396,10 +385,10 @@ def train_gan(
             # --- generator step: D frozen, its real logits are constants
             for p in discriminator.parameters():
                 p.requires_grad_(False)
-            with _autocast(device, settings.precision):
+            with autocast(device.type, precision_g):
                 sr = forward_g(lr_img)
             l_pix = F.l1_loss(sr.float(), hr_img)  # losses in fp32; this order keeps fp32 runs
-            with _autocast(device, settings.precision):  # bit-identical to the plain loop
+            with autocast(device.type, precision_loss):  # bit-identical to the plain loop
                 l_percep = forward_percep(sr, hr_img).float()
                 real_logits = _keep(frozen_d(hr_img), mode).detach().float()
                 fake_logits = frozen_d(sr).float()
@@ -412,7 +401,7 @@ def train_gan(
             # --- discriminator step on the detached SR batch
             for p in discriminator.parameters():
                 p.requires_grad_(True)
-            with _autocast(device, settings.precision):
+            with autocast(device.type, precision_loss):
                 real_logits = _keep(forward_d(hr_img), mode).float()
                 fake_logits = forward_d(sr.detach()).float()
             l_d = discriminator_loss(real_logits, fake_logits, gan_loss)

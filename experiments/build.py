@@ -36,6 +36,7 @@ from esrgan.data import (
     make_loader,
 )
 from esrgan.losses import PerceptualLoss
+from esrgan.speed import generator_precision
 from esrgan.train import GanWeights, StageSettings
 
 SMALL_INIT_SCALE = 0.1  # PAPER.md section 1: MSRA init scaled by 0.1
@@ -180,7 +181,9 @@ def _digest(obj: Any) -> str:
 
 def stage1_key(cfg: Mapping[str, Any]) -> str:
     """Hash of exactly the settings that decide the stage-1 model."""
-    return _digest({k: cfg.get(k) for k in STAGE1_KEYS})
+    values = {k: cfg.get(k) for k in STAGE1_KEYS}
+    values["precision"] = generator_precision(str(values["precision"]))  # stage 1 has only G
+    return _digest(values)
 
 
 def cell_key(cfg: Mapping[str, Any]) -> str:

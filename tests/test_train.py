@@ -19,7 +19,8 @@ def batches(start: int):
         yield {"hr": hr, "lr": torch.nn.functional.avg_pool2d(hr, 4)}
 
 
-@pytest.mark.parametrize(("precision", "channels_last"), [("fp32", False), ("bf16", True)])
+@pytest.mark.parametrize(("precision", "channels_last"),
+                         [("fp32", False), ("bf16", True), ("bf16-losses", True)])
 def test_both_stages_train_in_each_precision(precision: str, channels_last: bool) -> None:
     torch.manual_seed(0)
     g = build_generator(nf=8, nb=1, gc=4)
@@ -46,3 +47,50 @@ def test_unknown_precision_is_refused() -> None:
     settings = StageSettings(steps=1, lr=1e-3, batch_size=2, precision="fp8")
     with pytest.raises(ValueError, match="precision must be one of"):
         train_psnr(g, batches, settings, progress=False)
+
+
+def _train(precision: str, adam: str = "foreach") -> tuple[dict, dict]:
+    """G after 3 stage-1 steps, then after 3 stage-2 steps (state dicts), from one seed."""
+    torch.manual_seed(0)
+    g = build_generator(nf=8, nb=1, gc=4)
+    settings = StageSettings(steps=3, lr=1e-3, batch_size=2, ckpt_every=0, precision=precision,
+                             adam=adam)
+    train_psnr(g, batches, settings, progress=False)
+    stage1 = {k: v.clone() for k, v in g.state_dict().items()}
+    torch.manual_seed(1)
+    d = VGGStyleDiscriminator(nf=8, patch_size=32)
+    percep = PerceptualLoss(VGGFeatureExtractor("conv2_2", weights="random"), normalize=True)
+    train_gan(g, d, percep, batches, settings, progress=False)
+    return stage1, g.state_dict()
+
+
+def test_bf16_losses_keeps_the_generator_in_fp32() -> None:
+    """'bf16-losses': stage 1 (L1 only) is exactly fp32; stage 2 differs (VGG, D in bf16)."""
+    fp32_1, fp32_2 = _train("fp32")
+    mixed_1, mixed_2 = _train("bf16-losses")
+    assert all(torch.equal(fp32_1[k], mixed_1[k]) for k in fp32_1)
+    assert any(not torch.equal(fp32_2[k], mixed_2[k]) for k in fp32_2)
+
+
+def test_adam_kernel_switch() -> None:
+    from esrgan.train import _adam
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    for adam, fused in (("auto", None), ("foreach", None), ("fused", True)):
+        opt = _adam(params, 1e-3, StageSettings(steps=1, lr=1e-3, batch_size=1, adam=adam),
+                    torch.device("cpu"))
+        assert opt.defaults["fused"] is fused, adam
+    # one step from the same gradient: the same update up to float rounding
+    updates = []
+    for adam in ("foreach", "fused"):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 50))
+        opt = _adam([p], 1e-2, StageSettings(steps=1, lr=1e-2, batch_size=1, adam=adam),
+                    torch.device("cpu"))
+        p.grad = torch.linspace(0.5, -2, 50)
+        opt.step()
+        updates.append(p.detach().clone())
+    assert (updates[0] - updates[1]).abs().max().item() < 1e-6
+    assert (updates[0] - torch.linspace(-1, 1, 50)).abs().min().item() > 9e-3  # it moved
+    with pytest.raises(ValueError, match="adam must be one of auto, fused, foreach"):
+        _adam(params, 1e-3, StageSettings(steps=1, lr=1e-3, batch_size=1, adam="sgd"),
+              torch.device("cpu"))

@@ -12,8 +12,8 @@ import torch
 
 from esrgan.archs.rrdbnet import build_generator, receptive_field
 from esrgan.data.io import read_image, to_numpy, to_tensor, write_image
+from esrgan.upscale import compile_generator, upscale
 from esrgan.upscale import main as upscale_main
-from esrgan.upscale import upscale
 from esrgan.weights import save_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,3 +78,133 @@ def test_cli_bad_weights_is_one_error_line(tmp_path: Path, capsys) -> None:
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint file not found") and err.count("\n") == 1
+
+
+# --- bf16 autocast and torch.compile ------------------------------------------------------
+
+
+def image_like(model, lr: torch.Tensor):
+    """Fold an affine map into conv_last so that ``model(lr)`` has image-like values.
+
+    A randomly initialised generator outputs values within about +-0.1 of 0, so clamping to
+    [0, 1] would hide most of the bf16 error; a trained net's output spans [0, 1]. Scaling
+    conv_last (per channel: mean 0.45, std 0.22) scales its error the same way.
+    """
+    with torch.no_grad():
+        y = model(lr)
+        mean, std = y.mean(dim=(0, 2, 3)), y.std(dim=(0, 2, 3))
+        k = 0.22 / std
+        model.conv_last.weight.mul_(k.view(-1, 1, 1, 1))
+        model.conv_last.bias.sub_(mean).mul_(k).add_(0.45)
+    return model
+
+
+def small(lr: torch.Tensor):
+    torch.manual_seed(0)
+    return image_like(build_generator("rrdb", nf=16, nb=2, gc=8).eval(), lr)
+
+
+def levels(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round()
+
+
+def test_bf16_is_close_to_fp32_but_not_identical() -> None:
+    torch.manual_seed(1)
+    lr = torch.rand(1, 3, 24, 30)
+    model = small(lr)
+    fp32 = upscale(model, lr)
+    bf16 = upscale(model, lr, precision="bf16")
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    # Measured on this net (seeds 0-9, CPU): max |bf16 - fp32| = 2.7 to 4.9 8-bit levels,
+    # 3.4 for this seed; bf16 keeps 8 significant bits, so a few levels of an output near 0.5
+    # after 2 RRDBs is expected. The bound leaves 2x room for other kernels (GPU, other CPUs).
+    assert (bf16 - fp32).abs().max().item() * 255 < 8
+    assert (levels(bf16) - levels(fp32)).abs().max().item() <= 8
+    # bf16 really ran: a fp32 pass would be bit-identical, a bf16 one changes many pixels.
+    assert (levels(bf16) != levels(fp32)).float().mean().item() > 0.05
+
+
+def test_tiled_bf16_equals_whole_image_bf16() -> None:
+    torch.manual_seed(2)
+    lr = torch.rand(1, 3, 29, 37)  # partial edge tiles
+    model = small(lr)
+    whole = upscale(model, lr, precision="bf16")
+    tiled = upscale(model, lr, tile=12, overlap=receptive_field(model.arch), precision="bf16")
+    # Measured 0.0 on the CPU: each output pixel is computed the same way whatever the tile
+    # size. A bound of 1 level (against 3-5 levels of bf16-vs-fp32 error) leaves room for
+    # kernels chosen by input shape; a tiling mistake (too little context) shows as more.
+    assert (tiled - whole).abs().max().item() * 255 < 1
+    seams = upscale(model, lr, tile=12, overlap=1, precision="bf16")
+    assert (seams - whole).abs().max().item() * 255 > 1
+
+
+def test_bad_precision_and_compile_mode_are_one_line_errors() -> None:
+    model = tiny()
+    with pytest.raises(ValueError, match=r"precision must be one of fp32, bf16, got 'fp16'"):
+        upscale(model, torch.rand(1, 3, 8, 8), precision="fp16")
+    assert compile_generator(model, "off") is model
+    with pytest.raises(ValueError) as info:
+        compile_generator(model, "fast")
+    assert str(info.value) == ("compile must be one of off, default, reduce-overhead, "
+                               "max-autotune, got 'fast'")
+
+
+def test_cli_bf16_writes_the_bf16_image(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    write_image(tmp_path / "lr" / "a.png", rng.random((11, 13, 3), dtype=np.float32))
+    lr = to_tensor(read_image(tmp_path / "lr" / "a.png")).unsqueeze(0)
+    model = small(lr)
+    save_generator(tmp_path / "g.pth", model)
+    code = upscale_main(["--weights", str(tmp_path / "g.pth"), "--input", str(tmp_path / "lr"),
+                         "--output", str(tmp_path / "sr"), "--tile", "6", "--tile-overlap", "40",
+                         "--precision", "bf16"])
+    assert code == 0
+    sr = read_image(tmp_path / "sr" / "a.png")
+    assert sr.shape == (44, 52, 3)
+    expected = to_numpy(levels(upscale(model, lr, precision="bf16"))) / 255
+    assert np.abs(sr - expected).max() <= 1 / 255 + 1e-6
+    fp32 = to_numpy(levels(upscale(model, lr))) / 255
+    assert np.abs(sr - fp32).max() > 0.5 / 255  # it is the bf16 image, not the fp32 one
+
+
+@pytest.mark.parametrize("flag,value", [("--precision", "fp16"), ("--compile", "max-autotune")])
+def test_cli_bad_precision_or_compile_is_argparse_error(tmp_path: Path, capsys, flag,
+                                                        value) -> None:
+    with pytest.raises(SystemExit) as info:
+        upscale_main(["--weights", "g.pth", "--input", str(tmp_path), "--output",
+                      str(tmp_path / "out"), flag, value])
+    assert info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"argument {flag}: invalid choice: '{value}'" in errors[0]
+
+
+@pytest.mark.slow
+def test_compiled_generator_matches_eager_and_compiles_once_for_all_tile_sizes() -> None:
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(4)
+    lr = torch.rand(1, 3, 29, 37)
+    model = small(lr)
+    tile, overlap = 8, 3
+    shapes = {(min(y + tile + overlap, 29) - max(y - overlap, 0),
+               min(x + tile + overlap, 37) - max(x - overlap, 0))
+              for y in range(0, 29, tile) for x in range(0, 37, tile)}
+    assert len(shapes) == 9  # first, interior and last rows and columns
+    eager = upscale(model, lr, tile=tile, overlap=overlap)
+    compiled = compile_generator(model, "default")
+    assert compiled.scale == model.scale
+    torch._dynamo.reset()
+    counters.clear()
+    tiled = upscale(compiled, lr, tile=tile, overlap=overlap)
+    # dynamic=True: a few shape-generic graphs for all sizes (3 with torch 2.14: the first,
+    # square tile ties H to W by duck sizing, and the conv's shape function guards on a size
+    # threshold); static shapes would compile one per size, 9 here.
+    fp32_graphs = counters["stats"]["unique_graphs"]
+    assert 1 <= fp32_graphs <= 4 < len(shapes)
+    assert (tiled - eager).abs().max().item() < 1e-4
+    bf16 = upscale(compiled, lr, tile=tile, overlap=overlap, precision="bf16")
+    assert counters["stats"]["unique_graphs"] <= 2 * fp32_graphs  # autocast state: new graph
+    # Inductor fuses the pointwise ops and keeps their intermediates in fp32, so compiled
+    # bf16 rounds differently from eager bf16 (about 3 levels apart here): both are held to
+    # the bf16-vs-fp32 bound of test_bf16_is_close_to_fp32_but_not_identical.
+    assert 0.1 < (bf16 - eager).abs().max().item() * 255 < 8  # the compiled graph ran in bf16
