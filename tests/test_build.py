@@ -124,3 +124,22 @@ def test_stable_logits_form_survives_extreme_logits() -> None:
     for kind in ("standard", "ragan"):
         assert torch.isfinite(discriminator_loss(real, fake, kind))
         assert torch.isfinite(generator_adversarial_loss(real, fake, kind))
+
+
+def test_a_decoded_cache_is_a_training_folder(tmp_path) -> None:
+    """train_hr may name a cache built by `python -m esrgan.data.cache` (memory-mapped uint8)."""
+    import numpy as np
+
+    from esrgan.data import build_cache, write_image
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_image(tmp_path / "hr" / f"img{i}.png", rng.random((64, 72, 3), dtype=np.float32))
+    build_cache(tmp_path / "hr", tmp_path / "cache", scale=4, progress=False)
+    from_folder = build.train_pairs(config(train_hr=str(tmp_path / "hr")), cache_dir=None)
+    from_cache = build.train_pairs(config(train_hr=str(tmp_path / "cache")), cache_dir=None)
+    assert [p.hr.dtype for p in from_cache] == [np.uint8] * 2
+    a = build.patch_dataset(config(), from_folder, seed=3, length=4)
+    b = build.patch_dataset(config(), from_cache, seed=3, length=4)
+    assert all(torch.equal(a[i]["hr"], b[i]["hr"]) and torch.equal(a[i]["lr"], b[i]["lr"])
+               for i in range(4))
