@@ -256,4 +256,8 @@ def substitutes(cfg: Mapping[str, Any]) -> list[str]:
         paper = ", ".join(f"{k} {PAPER_SIZES[k]}" for k in sizes)
         ours = ", ".join(f"{k} {v}" for k, v in sizes.items())
         out.append(f"smaller scale: {ours} (paper: {paper}); learning-rate milestones scaled")
+    if cfg["precision"] != "fp32":
+        which = "VGG19 and D" if cfg["precision"] == "bf16-losses" else "all networks"
+        out.append(f"bf16 autocast in {which} ({cfg['precision']}; the paper trained in fp32; "
+                   "benchmarks/bench_precision.py measures the difference)")
     return out

@@ -143,3 +143,9 @@ def test_a_decoded_cache_is_a_training_folder(tmp_path) -> None:
     b = build.patch_dataset(config(), from_cache, seed=3, length=4)
     assert all(torch.equal(a[i]["hr"], b[i]["hr"]) and torch.equal(a[i]["lr"], b[i]["lr"])
                for i in range(4))
+
+
+def test_bf16_is_listed_as_a_departure_from_the_paper() -> None:
+    assert not any("bf16" in s for s in presets.substitutes(config()))  # tiny: fp32
+    (line,) = [s for s in presets.substitutes(config(precision="bf16-losses")) if "bf16" in s]
+    assert "VGG19 and D" in line
