@@ -53,7 +53,7 @@ def main() -> int:
             t0 = time.perf_counter()
             results = {label: run(preset, switches, Path(tmp) / preset / str(i))
                        for i, (label, switches) in enumerate(PATHS.items())}
-            print(f"\npreset {preset} ({time.perf_counter() - t0:.0f} s for both runs)")
+            print(f"\npreset {preset} ({time.perf_counter() - t0:.0f} s for {len(results)} runs)")
             print(f"  {'':22s} {'PSNR-Y stage 1':>14s} {'PSNR-Y GAN':>11s} "
                   f"{'train s stage 1':>15s} {'stage 2':>8s}")
             for label, result in results.items():
