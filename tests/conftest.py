@@ -36,6 +36,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stage2_checkpoint_step(work: Path) -> int:
+    """The step of the stage-2 checkpoint under a run's ``work`` dir (0: none or being written);
+    tests poll it to kill a run in the middle of stage 2."""
+    import torch
+
+    for ckpt in (work / "stage2").glob("*/checkpoint.pth"):
+        try:
+            return int(torch.load(ckpt, weights_only=True)["step"])
+        except Exception:  # being replaced right now
+            return 0
+    return 0
+
+
 def _nx_binary() -> str:
     exe = Path(sys.executable).with_name("nx-27017")
     if exe.exists():

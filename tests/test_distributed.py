@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port
+from conftest import free_port, stage2_checkpoint_step
 
 from esrgan.data import embedded_pairs, to_tensor
 from esrgan.weights import load_generator, load_generator_state
@@ -93,15 +93,6 @@ FAST = ["tiny", "steps1=20", "steps2=30", "ckpt_every=5", "progress=False",
         "val_metrics=['psnr']", "val_crops=0", "bn=True"]  # bn: G's BatchNorm is global too
 
 
-def _stage2_step(work: Path) -> int:
-    for ckpt in (work / "stage2").glob("*/checkpoint.pth"):
-        try:
-            return int(torch.load(ckpt, weights_only=True)["step"])
-        except Exception:  # being replaced right now
-            return 0
-    return 0
-
-
 def _kill_job(folder: Path) -> None:
     """SIGKILL a whole torchrun job, as a lost node would: torchrun starts its workers in
     sessions of their own, so they are found by their working directory."""
@@ -139,12 +130,12 @@ def test_torchrun_tiny_run_equals_one_process_and_is_logged_once(tmp_path: Path)
          f"--master_port={free_port()}", *job], cwd=resumed, env={**os.environ, **resumed_env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
-    while _stage2_step(resumed / "work") < 5 and time.monotonic() < deadline:
+    while stage2_checkpoint_step(resumed / "work") < 5 and time.monotonic() < deadline:
         assert killed.poll() is None, "the torchrun job ended before it could be killed"
         time.sleep(0.05)
     _kill_job(resumed)
     killed.wait()
-    at = _stage2_step(resumed / "work")
+    at = stage2_checkpoint_step(resumed / "work")
     assert 5 <= at < 30
     torchrun(2, *job, cwd=resumed, env=resumed_env)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stage2_checkpoint_step
 
 from esrgan.weights import load_generator_state
 
@@ -86,15 +87,6 @@ def test_runs_sharing_generator_settings_reuse_stage1(tmp_path: Path) -> None:
     assert info3["stage1_key"] != info1["stage1_key"] and not info3["stage1_reused"]
 
 
-def _stage2_checkpoint_step(work: Path) -> int:
-    for ckpt in (work / "stage2").glob("*/checkpoint.pth"):
-        try:
-            return int(torch.load(ckpt, weights_only=True)["step"])
-        except Exception:  # being written right now
-            return 0
-    return 0
-
-
 def test_sigkill_in_stage2_then_resume_is_bit_exact(tmp_path: Path) -> None:
     args = ["with", "tiny", "steps1=30", "steps2=60", "ckpt_every=5", "progress=False",
             "val_metrics=['psnr']"]
@@ -108,13 +100,13 @@ def test_sigkill_in_stage2_then_resume_is_bit_exact(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=killed, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90
-    while _stage2_checkpoint_step(killed / "work") < 20 and time.monotonic() < deadline:
+    while stage2_checkpoint_step(killed / "work") < 20 and time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail("the run ended before it could be killed")
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    step = _stage2_checkpoint_step(killed / "work")
+    step = stage2_checkpoint_step(killed / "work")
     assert 20 <= step < 60, f"killed at checkpoint step {step}"
     (dead,) = run_dirs(killed)
     assert json.loads((dead / "run.json").read_text())["status"] == "RUNNING"  # never finished
@@ -213,7 +205,7 @@ def test_mongodb_lost_mid_run_keeps_the_run(tmp_path: Path, mongo_factory) -> No
     proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
-    while _stage2_checkpoint_step(tmp_path / "work") < 5 and time.monotonic() < deadline:
+    while stage2_checkpoint_step(tmp_path / "work") < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
     server.stop()  # MongoDB goes away in the middle of stage 2
     out, err = proc.communicate(timeout=120)
