@@ -56,8 +56,18 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def launch_world_size() -> int:
+    """The process count torchrun announced (1 without torchrun); readable before ``init``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun announced it (0 without torchrun); before ``init``."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launch_world_size() > 1
 
 
 def init(device: torch.device, timeout_min: float = 60.0) -> torch.device:

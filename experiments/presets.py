@@ -196,7 +196,9 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
                          ("adam", ADAM_IMPLS)):
         if cfg[key] not in allowed:
             problems.append(f"{key} must be one of {list(allowed)}, got {cfg[key]!r}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's process count
+    from esrgan.distributed import launch_world_size
+
+    world = launch_world_size()
     if int(cfg["batch"]) % world:
         problems.append(f"batch {cfg['batch']} is the global batch and must split evenly over "
                         f"the {world} torchrun processes")

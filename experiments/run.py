@@ -113,7 +113,7 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str) -> None:
     if cfg.get("fresh") or STORE_TARGETS["runs"] is None:
         return
     key = build.cell_key(cfg)
-    rank0 = os.environ.get("RANK", "0") == "0"  # torchrun workers only read the store
+    rank0 = distributed.launch_rank() == 0  # torchrun workers only read the store
     if (kind, key) in store.completed(STORE_TARGETS["runs"], STORE_TARGETS["mongo"], sync=rank0):
         print(f"{kind} {key} is already COMPLETED in the run store ({STORE_TARGETS['runs']}"
               f"{' + MongoDB' if STORE_TARGETS['mongo'] else ''}): nothing to do "
@@ -466,7 +466,7 @@ def attach_observers(argv: list[str]) -> list[str]:
         else:
             rest.append(arg)
     observed = not any(a.startswith("print_") for a in rest)  # print_config observes nothing
-    if os.environ.get("RANK", "0") != "0":
+    if distributed.launch_rank() != 0:
         observed = False  # a torchrun worker: rank 0 logs the run, once
     STORE_TARGETS.update(runs=runs, mongo=mongo)
     try:
