@@ -1,0 +1,6 @@
+"""What the ESRGAN paper says, as data: its switches, its claims, its published numbers.
+
+Every other layer reads these tables instead of writing the paper's values again:
+``switches`` (the six changes ESRGAN makes to SRGAN), ``published`` (the paper's benchmark
+numbers) and ``claims`` (what the paper claims and the evidence each claim needs).
+"""
