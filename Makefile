@@ -13,6 +13,12 @@ RUNS   ?= runs
 REPORT ?= $(PRESET)
 MONGO  ?=
 
+# The MongoDB URL (it may hold a password) reaches the commands through the environment only:
+# never on a command line that make echoes or that `ps` shows.
+ifneq ($(MONGO),)
+export ESRGAN_MONGO := $(MONGO)
+endif
+
 .PHONY: venv test test-e2e test-all lint bench ablation report clean
 
 venv: $(STAMP)
@@ -40,16 +46,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
+MATRIX_CMD = ESRGAN_RUNS=$(RUNS) $(PY) experiments/matrix.py run $(DESIGN) --preset $(PRESET) \
+	$(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS)
+REPORT_CMD = $(PY) -m analysis.report --store $(RUNS) --preset $(PRESET) --name $(REPORT)
+
 # The matrix (resumable: completed cells are skipped), then the report, even after a failed
-# cell (the report shows what finished; the exit status still says a cell failed).
+# cell (the report shows what finished; the exit status still says a cell failed). No $(MAKE)
+# in the recipe: `make -n ablation` must only print it.
 ablation: $(STAMP)
-	@status=0; ESRGAN_RUNS=$(RUNS) $(PY) experiments/matrix.py run $(DESIGN) --preset $(PRESET) \
-	  $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) $(if $(MONGO),--mongo $(MONGO)) || status=$$?; \
-	  $(MAKE) --no-print-directory report || status=$$?; exit $$status
+	status=0; $(MATRIX_CMD) || status=$$?; $(REPORT_CMD) || status=$$?; exit $$status
 
 report: $(STAMP)
-	$(PY) -m analysis.report --store $(RUNS) --preset $(PRESET) --name $(REPORT) \
-	  $(if $(MONGO),--mongo $(MONGO))
+	$(REPORT_CMD)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -33,7 +33,7 @@ from analysis.labels import (  # noqa: E402
 )
 from analysis.tables import effect_panels, summarize  # noqa: E402
 
-# PIRM2018 regions by RMSE on Y (PAPER.md section 5): (name, low, high)
+# PIRM2018 regions by RMSE on Y (docs/method.md section 5): (name, low, high)
 PIRM_REGIONS: tuple[tuple[str, float, float], ...] = (
     ("R1", 0.0, 11.5), ("R2", 11.5, 12.5), ("R3", 12.5, 16.0))
 ERRORBAR_NOTE = ("points: mean over seeds; bars: 95% t-interval over seeds "

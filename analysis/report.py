@@ -19,6 +19,7 @@ import datetime as dt
 import html
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from analysis.labels import (
     short_metric_label,
     variant_order,
 )
+from experiments.store import redact
 
 FIGURE_TEXT: dict[str, str] = {
     "pd_plane_rmse": "GAN models on the perception-distortion plane against PIRM's RMSE, with "
@@ -106,7 +108,7 @@ def scale_table(runs: pd.DataFrame, interp: pd.DataFrame, sources: Sequence[str]
         ("Total wall time", f"{_duration(float(wall) if pd.notna(wall) else math.nan)} "
                             "(sum over cell runs; reused stage-1 models count once)"),
         ("Git revision", _join(_unique(per_run, "git"))),
-        ("Run store", _join(list(sources))),
+        ("Run store", _join([redact(str(s)) for s in sources])),
         ("Generated", dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
     ]
     return tables.markdown_table(["", ""], [[f"**{k}**", v] for k, v in rows])
@@ -289,7 +291,7 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
         runs = load.load_runs(stores, preset=preset)
     except load.StoreError as e:
         raise ReportError(str(e)) from None
-    where = " + ".join(str(s) for s in sources)
+    where = " + ".join(redact(str(s)) for s in sources)
     if runs.empty:
         which = f"preset '{preset}'" if preset else "any preset"
         raise ReportError(f"no completed runs for {which} in {where}", code=1)
@@ -426,7 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report",
                                      description="Write the ablation report of one preset.")
     parser.add_argument("--store", help="Sacred file store folder (e.g. runs)")
-    parser.add_argument("--mongo", help="MongoDB URL, e.g. mongodb://host:27017/esrgan")
+    parser.add_argument("--mongo", default=os.environ.get("ESRGAN_MONGO") or None,
+                        help="MongoDB URL, e.g. mongodb://host:27017/esrgan (default: the "
+                             "environment variable ESRGAN_MONGO)")
     parser.add_argument("--name", required=True, help="report name: reports/NAME/")
     parser.add_argument("--preset", help="only runs of this preset (default: the only one)")
     parser.add_argument("--out", default="reports", help="reports folder (default reports)")

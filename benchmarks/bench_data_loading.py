@@ -36,7 +36,6 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from esrgan.data import (  # noqa: E402
     PatchDataset,

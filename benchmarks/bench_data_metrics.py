@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from esrgan.data.imresize import imresize  # noqa: E402
 from esrgan.data.io import list_images, mod_crop, read_image  # noqa: E402

@@ -35,7 +35,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from esrgan.archs.rrdbnet import build_generator  # noqa: E402
 

@@ -28,13 +28,10 @@ import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 import torch  # noqa: E402
 from bench_training import StepClock, bench_settings, run_until_budget  # noqa: E402
-from sacred.config import ConfigScope  # noqa: E402
 
 from esrgan.archs.vgg import imagenet_weights_path  # noqa: E402
 from esrgan.train import train_gan, train_psnr  # noqa: E402
@@ -51,8 +48,7 @@ SETTINGS = {
 def config(preset: str, device: str) -> dict:
     vgg = "imagenet" if imagenet_weights_path().is_file() else "random"
     fixed = {"device": device, "progress": False, "vgg_weights": vgg}
-    named = dict(ConfigScope(presets.NAMED[preset])(fixed=fixed))
-    return dict(ConfigScope(presets.base)(fixed={**named, **fixed}))
+    return presets.resolve(preset, fixed)
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
 Prints, on this machine and in one run of about two minutes:
 - stage-1 (``esrgan.train.train_psnr``) and stage-2 (``esrgan.train.train_gan``) seconds per
   step and steps per second, warm-up steps excluded, on the embedded training photos;
-- where a stage-2 step goes: generator, discriminator, VGG19 perceptual loss, optimiser, data;
+- where a stage-2 step goes: generator, discriminator, VGG19 perceptual loss, optimiser, data
+  (measured on the real ``train_gan`` step through module and optimiser hooks);
 - the ratio stage-2 / stage-1 step time and the projected training time of one cpu-preset run;
 - the torch thread counts, and the CPU time other processes took during each timed phase
   (on shared cores timings inflate, with 2 intra-op threads often many times over);
@@ -11,9 +12,9 @@ Prints, on this machine and in one run of about two minutes:
   channels_last (the fast path), + fused Adam, and (``--compile``) torch.compile; ratio per
   stage, against the target of 1.8x on stage 2. Quality of bf16: benchmarks/bench_precision.py.
 
-Everything is built through ``experiments.build`` from the ``cpu`` preset, with
-``vgg_weights='random'``: the ImageNet VGG19 file is not on this machine, and a random-weight
-VGG19 has the same layers, so the same cost.
+Everything is built through ``experiments.build`` from the ``cpu`` preset
+(``experiments.presets.resolve``), with ``vgg_weights='random'``: a random-weight VGG19 has the
+same layers as the ImageNet one, so the same cost, and needs no weight file.
 """
 
 from __future__ import annotations
@@ -21,31 +22,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import math
 import os
 import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 # sacred 0.8.7 imports pkg_resources (hence setuptools<81); its deprecation warning is noise
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from sacred.config import ConfigScope  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from esrgan.data import ImagePair  # noqa: E402
-from esrgan.losses import PerceptualLoss  # noqa: E402
-from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss  # noqa: E402
-from esrgan.train import GanWeights, StageSettings, train_gan, train_psnr  # noqa: E402
+from esrgan.train import StageSettings, train_gan, train_psnr  # noqa: E402
 from experiments import build, presets  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -55,8 +48,8 @@ CPU = torch.device("cpu")
 WARMUP1, MAX1, BUDGET1 = 5, 300, 15.0
 WARMUP2, MAX2, BUDGET2 = 3, 60, 30.0
 MIN_TIMED = 5
-# fp32 eager for the breakdown and the replica (which has no autocast); the preset's speed
-# settings are compared against it in compare_fast_paths
+# fp32 eager for the headline and the breakdown; the preset's speed settings are compared
+# against it in compare_fast_paths
 OVERRIDES = {"vgg_weights": "random", "device": "cpu", "progress": False, "precision": "fp32",
              "channels_last": False}
 PARTS = ("G", "D", "VGG", "optimizer", "data", "other")
@@ -64,9 +57,8 @@ Batches = Callable[[int], Iterable[dict[str, Tensor]]]
 
 
 def cpu_config() -> dict[str, Any]:
-    """The cpu preset's config as Sacred computes it (as tests/test_build.py does)."""
-    named = dict(ConfigScope(presets.cpu)(fixed=OVERRIDES))
-    return dict(ConfigScope(presets.base)(fixed={**named, **OVERRIDES}))
+    """The cpu preset's config as Sacred computes it."""
+    return presets.resolve("cpu", OVERRIDES)
 
 
 def bench_settings(cfg: Mapping[str, Any], stage: int, steps: int) -> StageSettings:
@@ -161,115 +153,94 @@ def others_share(before: tuple[int, int, int] | None,
     return f"{100 * max(others, 0) / (after[0] - before[0]):.0f} %"
 
 
-def replica_gan_step_parts(generator: nn.Module, discriminator: nn.Module,
-                           perceptual: PerceptualLoss, batches: Batches,
-                           settings: StageSettings, steps: int, gan_loss: str,
-                           weights: GanWeights, lr_d: float) -> dict[str, list[float]]:
-    """Run train_gan's loop body for ``steps`` steps, timing its parts (seconds per step).
+class PhaseClock:
+    """Where the time of the real training step goes, from hooks on its networks.
 
-    ``settings`` must be those train_gan ran with (its learning-rate milestones), so that
-    both train alike.
-
-    The step is train_gan's, statement for statement, except that ``l_g.backward()`` is split
-    at the SR image ``sr``, where the three loss branches meet the generator:
-
-        grad_vgg = d(percep * L_percep)/d sr     (backward through VGG19 only)
-        grad_adv = d(lambda * L_adv)/d sr        (backward through D only: D is frozen)
-        grad_pix = d(eta * L1)/d sr
-        sr.backward(grad_vgg + grad_adv + grad_pix)   (backward through G only)
-
-    By the chain rule this gives G the same gradients, and autograd evaluates the same nodes
-    as the single backward (``autograd.grad`` towards ``sr`` stops at ``sr``, and each branch
-    is traversed once). On CPU every op is synchronous, so ``perf_counter`` around each
-    module call and each partial backward measures exactly that piece. The caller checks
-    that the replica trains to the same weights as train_gan itself; timed against the same
-    loop with the single backward, the split one cost within 2 % (run-to-run noise here).
+    Every hook marks the start of a phase; the time until the next mark belongs to it:
+    a network's forward (forward pre-hook; the forward hook hands back to 'other'), its
+    backward (full backward pre-hook: the gradient of its output is ready; the backward then
+    runs until the next network's backward or the optimiser step starts), the optimiser step
+    (global optimiser step hooks), and the batch fetch. On a CPU every op is synchronous, so
+    the marks are exact. The hooks change no value: the caller checks that the hooked run
+    trains to the same weights as the plain one.
     """
-    clock = time.perf_counter
-    generator.to(CPU).train()
-    discriminator.to(CPU).train()
-    perceptual.to(CPU)
-    betas = settings.adam_betas
-    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or settings.lr, betas=betas)
-    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, settings.milestones, settings.lr_gamma)
-    sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, settings.milestones, settings.lr_gamma)
-    parts: dict[str, list[float]] = {name: [] for name in (*PARTS, "total")}
 
-    loader = iter(batches(0))
-    for _ in range(steps):
-        t: dict[str, float] = dict.fromkeys(PARTS, 0.0)
-        start = clock()
-        batch = next(loader)
-        lr_img, hr_img = batch["lr"].to(CPU), batch["hr"].to(CPU)
-        t["data"] += clock() - start
+    def __init__(self) -> None:
+        self.phase, self.since = "other", time.perf_counter()
+        self.totals: dict[str, float] = dict.fromkeys(PARTS, 0.0)
+        self.handles: list[Any] = []
 
-        # --- generator step: D frozen, its real logits are constants
-        for p in discriminator.parameters():
-            p.requires_grad_(False)
-        a = clock()
-        sr = generator(lr_img)
-        t["G"] += clock() - a
-        l_pix = F.l1_loss(sr, hr_img)
-        a = clock()
-        l_percep = perceptual(sr, hr_img)
-        t["VGG"] += clock() - a
-        a = clock()
-        real_logits = discriminator(hr_img).detach()
-        fake_logits = discriminator(sr)
-        t["D"] += clock() - a
-        l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
-        term_percep = weights.percep * l_percep
-        term_adv = weights.lambda_adv * l_adv
-        term_pix = weights.eta_l1 * l_pix
-        l_g = (term_percep + term_adv + term_pix).detach()
-        a = clock()
-        opt_g.zero_grad(set_to_none=True)
-        t["optimizer"] += clock() - a
-        a = clock()
-        (grad_vgg,) = torch.autograd.grad(term_percep, sr)
-        t["VGG"] += clock() - a
-        a = clock()
-        (grad_adv,) = torch.autograd.grad(term_adv, sr)
-        t["D"] += clock() - a
-        (grad_pix,) = torch.autograd.grad(term_pix, sr)
-        a = clock()
-        sr.backward(grad_vgg + grad_adv + grad_pix)
-        t["G"] += clock() - a
-        a = clock()
-        opt_g.step()
-        t["optimizer"] += clock() - a
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.totals[self.phase] += now - self.since
+        self.phase, self.since = phase, now
 
-        # --- discriminator step on the detached SR batch
-        for p in discriminator.parameters():
-            p.requires_grad_(True)
-        a = clock()
-        real_logits = discriminator(hr_img)
-        fake_logits = discriminator(sr.detach())
-        t["D"] += clock() - a
-        l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
-        a = clock()
-        opt_d.zero_grad(set_to_none=True)
-        t["optimizer"] += clock() - a
-        a = clock()
-        l_d.backward()  # D's whole backward (the loss's own few scalar ops ride along)
-        t["D"] += clock() - a
-        a = clock()
-        opt_d.step()
-        t["optimizer"] += clock() - a
-        sched_g.step()
-        sched_d.step()
+    def attach(self, modules: Mapping[str, nn.Module]) -> None:
+        for name, module in modules.items():
+            self.handles += [
+                module.register_forward_pre_hook(lambda *_, n=name: self.mark(n)),
+                module.register_forward_hook(lambda *_: self.mark("other")),
+                module.register_full_backward_pre_hook(lambda *_, n=name: self.mark(n)),
+            ]
+        self.handles += [
+            torch.optim.optimizer.register_optimizer_step_pre_hook(
+                lambda *_: self.mark("optimizer")),
+            torch.optim.optimizer.register_optimizer_step_post_hook(
+                lambda *_: self.mark("other")),
+        ]
 
-        # train_gan's per-step loss check: the same scalar reads
-        losses = (l_g, l_pix, l_percep, l_adv, l_d, real_logits.mean(), fake_logits.mean())
-        if not all(math.isfinite(float(v.detach())) for v in losses):
-            raise RuntimeError("replica: a loss is not finite")
-        total = clock() - start
-        t["other"] = total - sum(t[name] for name in PARTS if name != "other")
+    def batches(self, source: Batches) -> Batches:
+        """``source`` with the batch fetch timed as 'data'."""
+
+        def timed(start: int) -> Iterator[dict[str, Tensor]]:
+            iterator = iter(source(start))
+            while True:
+                self.mark("data")
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    self.mark("other")
+                yield batch
+
+        return timed
+
+    def snapshot(self) -> dict[str, float]:
+        self.mark(self.phase)
+        return dict(self.totals)
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def gan_step_parts(generator: nn.Module, discriminator: nn.Module, perceptual: nn.Module,
+                   batches: Batches, settings: StageSettings, gan: Mapping[str, Any],
+                   warmup: int, steps: int) -> dict[str, list[float]]:
+    """Seconds per step of each part of the real ``train_gan`` step (after ``warmup``)."""
+    clock = PhaseClock()
+    per_step: dict[str, list[float]] = {name: [] for name in (*PARTS, "total")}
+    marks: list[tuple[float, dict[str, float]]] = []
+
+    def log(name: str, value: float, step: int) -> None:
+        if name == "stage2_lr":  # once per step, after its bookkeeping
+            marks.append((time.perf_counter(), clock.snapshot()))
+            if len(marks) >= warmup + steps + 1:
+                raise StopTiming
+
+    clock.attach({"G": generator, "D": discriminator, "VGG": perceptual})
+    try:
+        run_until_budget(lambda: train_gan(generator, discriminator, perceptual,
+                                           clock.batches(batches), settings, device=CPU,
+                                           log=log, progress=False, **gan))
+    finally:
+        clock.detach()
+    for (t_a, a), (t_b, b) in zip(marks[warmup:], marks[warmup + 1:], strict=False):
         for name in PARTS:
-            parts[name].append(t[name])
-        parts["total"].append(total)
-    return parts
+            per_step[name].append(b[name] - a[name])
+        per_step["total"].append(t_b - t_a)
+    return per_step
 
 
 def max_difference(a: nn.Module, b: nn.Module) -> float:
@@ -377,18 +348,16 @@ def main() -> None:
                  others_share(before, cpu_counters())))
 
     # ---- stage 2: train_gan itself (timestamped the same way), from the generator above;
-    # then the instrumented replica from identical copies of G and D on the same batches.
-    # Timing train_gan through its own log callback needs no setup subtraction (N vs M
-    # steps) and no trust in a replica for the headline number; the replica is only used for
-    # the breakdown, and is checked against train_gan (same final weights, same step time).
+    # then the same train_gan again from identical copies, with hooks on its networks for
+    # the breakdown (checked to train to the same weights and to cost about the same).
     settings2 = bench_settings(cfg, 2, WARMUP2 + MAX2)
     seed = int(cfg["seed"])
     perceptual = build.make_perceptual_loss(cfg)
     gan = dict(gan_loss=build.gan_loss_name(cfg), weights=build.gan_weights(cfg),
                lr_d=float(cfg["lr_d"]))
-    g_train, g_replica = copy.deepcopy(generator), copy.deepcopy(generator)
+    g_train, g_hooked = copy.deepcopy(generator), copy.deepcopy(generator)
     d_train = build.make_discriminator(cfg, seed=seed + 1)
-    d_replica = build.make_discriminator(cfg, seed=seed + 1)
+    d_hooked = build.make_discriminator(cfg, seed=seed + 1)
     clock2 = StepClock("stage2_lr", WARMUP2, BUDGET2)
     batches2 = batch_source(cfg, pairs, settings2, seed)
     before = cpu_counters()
@@ -398,10 +367,10 @@ def main() -> None:
                  others_share(before, cpu_counters())))
 
     before = cpu_counters()
-    parts = replica_gan_step_parts(g_replica, d_replica, perceptual, batches2, settings2,
-                                   clock2.steps_done, **gan)
-    parts = {name: values[WARMUP2:] for name, values in parts.items()}
-    rows.append(("stage 2  instrumented replica", parts["total"],
+    timed_steps = clock2.steps_done - WARMUP2
+    parts = gan_step_parts(g_hooked, d_hooked, perceptual, batches2, settings2, gan,
+                           WARMUP2 - 1, timed_steps)
+    rows.append(("stage 2  train_gan with hooks", parts["total"],
                  others_share(before, cpu_counters())))
 
     # ---- report
@@ -418,7 +387,7 @@ def main() -> None:
           "inflated, with 2 threads often many times over)")
     t1_median, _, t1_best = stats[rows[0][0]]
     t2_median, _, t2_best = stats[rows[1][0]]
-    tr_median = stats[rows[2][0]][0]
+    th_median = stats[rows[2][0]][0]
 
     print()
     # Shares from the fastest half of the steps (ranked by total): other processes on the
@@ -431,24 +400,23 @@ def main() -> None:
     labels = {"G": "G      generator forward + backward",
               "D": "D      4 forwards, G-step input grads, D-step backward",
               "VGG": "VGG    perceptual loss forward (SR, HR) + backward",
-              "optimizer": "optim  Adam steps + zero_grad, G and D",
+              "optimizer": "optim  Adam steps, G and D",
               "data": "data   batch from the loader",
-              "other": "other  losses, requires_grad toggles, schedulers, checks"}
-    print(f"stage-2 step breakdown (replica; mean of the fastest {len(ranked)} of {timed} "
-          "steps)")
+              "other": "other  losses, zero_grad, requires_grad toggles, schedulers, checks"}
+    print(f"stage-2 step breakdown (train_gan with hooks; mean of the fastest {len(ranked)} "
+          f"of {timed} steps)")
     for name in PARTS:
         share = 100 * means[name] / share_total
         print(f"  {labels[name]:58s} {means[name]:7.3f} s {share:5.1f} %")
     print(f"  {'step':58s} {share_total:7.3f} s")
-    # The replica must train exactly like train_gan: same weights after the same steps (the
+    # The hooks must not change the training: same weights after the same steps (the
     # distance G travelled shows that the comparison is not trivially zero).
-    d_g, d_d = max_difference(g_train, g_replica), max_difference(d_train, d_replica)
+    d_g, d_d = max_difference(g_train, g_hooked), max_difference(d_train, d_hooked)
     moved = max_difference(g_train, generator)
-    verdict = "same training" if max(d_g, d_d) <= 1e-3 * moved else \
-        "DIFFERENT training: check the replica"
-    print(f"replica vs train_gan after {clock2.steps_done} steps: max |dG| {d_g:.1e}, "
+    verdict = "same training" if max(d_g, d_d) == 0 else "DIFFERENT training: check the hooks"
+    print(f"hooked vs plain train_gan after {clock2.steps_done} steps: max |dG| {d_g:.1e}, "
           f"max |dD| {d_d:.1e}, G moved {moved:.1e} from stage 1 ({verdict}); "
-          f"median step replica / train_gan {tr_median / t2_median:.2f}")
+          f"median step hooked / plain {th_median / t2_median:.2f}")
 
     steps1, steps2 = int(cfg["steps1"]), int(cfg["steps2"])
     print()

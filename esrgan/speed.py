@@ -1,15 +1,17 @@
-"""The speed switches shared by training and upscaling: precision and torch.compile.
+"""The speed switches shared by training and upscaling: precision, torch.compile, the Adam kernel.
 
 One place for their allowed values (the Sacred config, the trainers and the upscaling CLI all
-check against these) and for how each is applied.
+check against these) and for how each is applied: where a network is wrapped for a training
+step (:class:`Forward`), never inside the step's equations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 PRECISIONS = ("fp32", "bf16")
 # Training adds 'bf16-losses': bf16 for the loss networks (VGG19, D) only; the generator and
@@ -58,3 +60,43 @@ def compiled(module: nn.Module, mode: str, dynamic: bool | None = None) -> nn.Mo
     if mode == "off":
         return module
     return torch.compile(module, mode=mode, dynamic=dynamic)
+
+
+ADAM_IMPLS = ("auto", "fused", "foreach")
+
+
+def adam(params: Iterable[Tensor], lr: float, betas: tuple[float, float], impl: str,
+         device: torch.device) -> torch.optim.Adam:
+    """Adam with the kernel ``impl`` asks for ('auto': fused on CUDA); the maths is the same."""
+    check_choice("adam", impl, ADAM_IMPLS)
+    fused = impl == "fused" or (impl == "auto" and device.type == "cuda")
+    return torch.optim.Adam(params, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+class Forward:
+    """A network's forward as a training step calls it, with the speed switches applied.
+
+    ``module`` (already compiled or wrapped for data parallelism by the caller) runs under
+    ``precision`` autocast on ``device_type``; its outputs come back as float32. With
+    ``compile='reduce-overhead'`` (CUDA graphs) each output is cloned: a graph reuses its
+    output memory on its next call, and D is called twice per step.
+    """
+
+    def __init__(self, module: nn.Module, device_type: str, precision: str,
+                 compile_mode: str = "off") -> None:
+        check_choice("precision", precision, PRECISIONS)
+        self.module, self.device_type, self.precision = module, device_type, precision
+        self.clone = compile_mode == "reduce-overhead"
+
+    def __call__(self, *args: Tensor) -> Tensor:
+        with autocast(self.device_type, self.precision):
+            out = self.module(*args)
+            out = out.float()
+        return out.clone() if self.clone else out
+
+
+def mark_step_begin(compile_mode: str) -> None:
+    """Tell CUDA graphs (compile='reduce-overhead') that a new training step starts, so the
+    previous step's graph outputs may be overwritten."""
+    if compile_mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()

@@ -1,25 +1,28 @@
-"""The two ESRGAN training stages as plain functions (PAPER.md section 4).
+"""The two ESRGAN training stages: two step functions and the one loop they share.
 
 Read top to bottom:
 
-- ``train_psnr``  stage 1, the PSNR-oriented model: L1 only.
-- ``train_gan``   stage 2, from the stage-1 generator: L_percep + lambda * L_adv + eta * L1 for G,
-  the standard or relativistic loss for D, updated alternately.
+- :func:`psnr_step`  stage 1's update, the PSNR-oriented model: L1 only.
+- :func:`gan_step`   stage 2's update: G with L_percep + lambda * L_adv + eta * L1 (eq. (3) of
+  the paper, D frozen), then D with the standard or relativistic loss, alternately.
+- :func:`train_loop` what both stages share: batches, the step, the learning-rate schedule,
+  loss checks, averaged logging, validation, checkpoints, Ctrl-C and resume.
+- :func:`train_psnr`, :func:`train_gan`: a stage's networks, optimisers and schedule, then the
+  loop.
 
-Both take every setting as an argument (no config objects from Sacred) and talk to the outside
-through three callables: ``log(name, value, step)``, ``validate(generator, step) -> dict`` and
+Both stages take every setting as an argument (no config objects from Sacred) and talk to the
+outside through ``log(name, value, step)``, ``validate(generator, step) -> dict`` and
 ``progress`` (a tqdm bar is made here). Both checkpoint every ``ckpt_every`` steps to one file
-(atomic replace) holding G, D, optimisers, schedulers, the torch RNG state and the step, and
-resume from it: training samples are a pure function of (seed, sample index) (see
+(atomic replace) holding the networks, optimisers, schedulers, the torch RNG state and the step,
+and resume from it: training samples are a pure function of (seed, sample index) (see
 ``esrgan.data.PatchDataset``), so a resumed run sees exactly the batches it would have seen, and
 on CPU a resumed run ends bit-identical to an uninterrupted one.
 
-Under ``torchrun`` (``esrgan.distributed``) both stages run data-parallel: the networks are
-wrapped in DistributedDataParallel, batch statistics are global, the logged losses are averaged
-over ranks, and only rank 0 validates and writes the checkpoint (every rank resumes from it).
-
-Speed switches (``StageSettings``): ``precision`` (bf16 autocast), ``channels_last``,
-``compile`` (torch.compile of the forward modules) and ``adam`` (the optimiser kernel).
+The speed switches (``StageSettings``: ``precision``, ``channels_last``, ``compile``, ``adam``)
+and data parallelism are applied where a network is wrapped (``esrgan.speed.Forward``), never
+inside a step's equations. Under ``torchrun`` (``esrgan.distributed``) the networks are wrapped
+in DistributedDataParallel, batch statistics are global, the logged losses are averaged over
+ranks, and only rank 0 validates and writes the checkpoint (every rank resumes from it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,15 +44,18 @@ from esrgan import distributed
 from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
 from esrgan.losses.perceptual import PerceptualLoss
 from esrgan.speed import (
-    autocast,
-    check_choice,
+    Forward,
+    adam,
     compiled,
     generator_precision,
     loss_network_precision,
+    mark_step_begin,
 )
 
 LogFn = Callable[[str, float, int], None]
 ValidateFn = Callable[[nn.Module, int], dict[str, float]]
+Batches = Callable[[int], Iterator[dict[str, Tensor]]]
+StepFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
 
 
 class TrainingDiverged(RuntimeError):
@@ -57,29 +64,30 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class StageSettings:
-    """Optimisation settings of one stage.
+    """Optimisation settings of one stage (every value comes from the experiment's config).
 
     ``lr_decay_at`` are fractions of ``steps`` at which the learning rate is multiplied by
     ``lr_gamma`` (the paper's stage 2: 50k, 100k, 200k, 300k of 400k = 0.125, 0.25, 0.5, 0.75),
-    so one schedule scales to any step budget.
+    so one schedule scales to any step budget. ``ckpt_every``/``val_every`` 0: only at the end.
+    ``precision``: 'fp32', 'bf16' (autocast of every forward pass) or 'bf16-losses' (VGG19 and
+    D only); ``compile``: 'off', 'default', 'reduce-overhead' (CUDA graphs on a GPU);
+    ``adam``: 'auto' (fused on CUDA), 'fused' or 'foreach' (``esrgan.speed``).
     """
 
     steps: int
     lr: float
     batch_size: int
-    lr_decay_at: tuple[float, ...] = ()
-    lr_gamma: float = 0.5
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    ckpt_every: int = 500
-    val_every: int = 0  # 0: validate only at the end
-    log_every: int = 10
-    num_workers: int = 0
-    # 'fp32' | 'bf16' (autocast of the forward passes; losses in fp32) | 'bf16-losses' (only
-    # VGG19 and D in bf16)
-    precision: str = "fp32"
-    channels_last: bool = False  # NHWC memory format for the networks and batches
-    compile: str = "off"  # 'off' | 'default' | 'reduce-overhead' (CUDA graphs on a GPU)
-    adam: str = "auto"  # 'auto' (fused on CUDA, foreach elsewhere) | 'fused' | 'foreach'
+    lr_decay_at: tuple[float, ...]
+    lr_gamma: float
+    adam_betas: tuple[float, float]
+    ckpt_every: int
+    val_every: int
+    log_every: int
+    num_workers: int
+    precision: str
+    channels_last: bool
+    compile: str
+    adam: str
 
     @property
     def milestones(self) -> list[int]:
@@ -90,9 +98,9 @@ class StageSettings:
 class GanWeights:
     """Loss weights of stage 2: L_G = percep * L_percep + lambda_adv * L_adv + eta_l1 * L1."""
 
-    percep: float = 1.0
-    lambda_adv: float = 5e-3
-    eta_l1: float = 1e-2
+    percep: float
+    lambda_adv: float
+    eta_l1: float
 
 
 @dataclass
@@ -106,7 +114,67 @@ class StageOutcome:
 
 
 # ------------------------------------------------------------------------------------------
-# helpers shared by both stages
+# the two steps: only the equations
+
+
+def psnr_step(g: Forward, opt_g: torch.optim.Optimizer, lr_img: Tensor,
+              hr_img: Tensor) -> dict[str, Tensor]:
+    """One stage-1 update: L1 between G(LR) and HR."""
+    sr = g(lr_img)
+    l_pix = F.l1_loss(sr, hr_img)
+    opt_g.zero_grad(set_to_none=True)
+    l_pix.backward()
+    opt_g.step()
+    return {"l_pix": l_pix.detach()}
+
+
+@dataclass
+class GanNets:
+    """The forwards of one GAN step: ``d`` for D's own update, ``d_frozen`` inside G's (D's
+    parameters do not train there, so under DDP there is nothing to all-reduce)."""
+
+    g: Forward
+    d: Forward
+    d_frozen: Forward
+    percep: Forward
+    discriminator: nn.Module  # its parameters are frozen during G's update
+
+
+def gan_step(nets: GanNets, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             lr_img: Tensor, hr_img: Tensor, gan_loss: str,
+             weights: GanWeights) -> dict[str, Tensor]:
+    """One stage-2 update: G once with D frozen, then D once on the detached G output (the
+    order of the paper's reference code)."""
+    # --- generator step: D frozen, its real logits are constants
+    for p in nets.discriminator.parameters():
+        p.requires_grad_(False)
+    sr = nets.g(lr_img)
+    l_pix = F.l1_loss(sr, hr_img)
+    l_percep = nets.percep(sr, hr_img)
+    real_logits = nets.d_frozen(hr_img).detach()
+    fake_logits = nets.d_frozen(sr)
+    l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
+    l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
+    opt_g.zero_grad(set_to_none=True)
+    l_g.backward()
+    opt_g.step()
+
+    # --- discriminator step on the detached SR batch
+    for p in nets.discriminator.parameters():
+        p.requires_grad_(True)
+    real_logits = nets.d(hr_img)
+    fake_logits = nets.d(sr.detach())
+    l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
+    opt_d.zero_grad(set_to_none=True)
+    l_d.backward()
+    opt_d.step()
+    return {"l_g": l_g.detach(), "l_pix": l_pix.detach(), "l_percep": l_percep.detach(),
+            "l_adv": l_adv.detach(), "l_d": l_d.detach(),
+            "d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
+
+
+# ------------------------------------------------------------------------------------------
+# the loop both stages share
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -127,43 +195,6 @@ def _load_checkpoint(path: Path) -> dict | None:
         raise RuntimeError(f"{path}: rank {distributed.rank()} sees step {mine}, rank 0 step "
                            f"{step}: the work_dir must be one folder shared by all ranks")
     return state
-
-
-ADAM_IMPLS = ("auto", "fused", "foreach")
-
-
-def _adam(params, lr: float, settings: StageSettings, device: torch.device) -> torch.optim.Adam:
-    """Adam with the kernel ``settings.adam`` asks for (the maths is the same)."""
-    check_choice("adam", settings.adam, ADAM_IMPLS)
-    fused = settings.adam == "fused" or (settings.adam == "auto" and device.type == "cuda")
-    return torch.optim.Adam(params, lr=lr, betas=settings.adam_betas,
-                            **({"fused": True} if fused else {}))
-
-
-def _step_begins(mode: str) -> None:
-    """Tell CUDA graphs (compile='reduce-overhead') that a new training step starts, so the
-    previous step's graph outputs may be overwritten."""
-    if mode == "reduce-overhead":
-        torch.compiler.cudagraph_mark_step_begin()
-
-
-def _keep(t: Tensor, mode: str) -> Tensor:
-    """A graph output that must survive the next call of the same compiled module (CUDA
-    graphs reuse their output memory): D and VGG are called twice per step."""
-    return t.clone() if mode == "reduce-overhead" else t
-
-
-def _to_device(batch: dict[str, Tensor], device: torch.device,
-               channels_last: bool) -> tuple[Tensor, Tensor]:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return (batch["lr"].to(device, memory_format=fmt), batch["hr"].to(device, memory_format=fmt))
-
-
-def _prepare(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    module.to(device)
-    if channels_last:
-        module.to(memory_format=torch.channels_last)
-    return module
 
 
 def _check_finite(stage: str, step: int, losses: dict[str, Tensor]) -> dict[str, float]:
@@ -210,13 +241,113 @@ def _run_validation(validate: ValidateFn | None, generator: nn.Module, step: int
     return metrics
 
 
+@dataclass
+class Stage:
+    """What the loop needs to know about a stage."""
+
+    number: int  # 1 or 2: names the logged scalars ('stage1_l_pix') and the checkpoint
+    title: str  # the progress bar's label
+    step: StepFn  # one update from an (LR, HR) batch; returns the losses
+    parts: dict[str, Any]  # what a checkpoint holds, by name (networks, optimisers, schedulers)
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler]  # stepped once per step, first logged
+    generator: nn.Module  # validated
+    shown: tuple[str, ...] | None = None  # losses on the progress bar (None: all)
+
+
+def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
+               device: torch.device, checkpoint: Path | None, log: LogFn,
+               validate: ValidateFn | None, progress: bool, start: int) -> StageOutcome:
+    """Run ``stage.step`` from step ``start`` to ``settings.steps``.
+
+    Writes the checkpoint every ``ckpt_every`` steps, at the end and on Ctrl-C
+    (KeyboardInterrupt is re-raised after the save); validates every ``val_every`` steps and
+    at the end; logs the mean losses every ``log_every`` steps.
+    """
+    prefix = f"stage{stage.number}_"
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            parts = {name: part.state_dict() for name, part in stage.parts.items()}
+            _atomic_save({"stage": stage.number, "step": step, **parts,
+                          "rng": torch.get_rng_state()}, checkpoint)
+
+    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+    averager = _Averager()
+    t0 = time.perf_counter()
+    step = start
+    consistent = True
+    bar = tqdm(total=settings.steps, initial=start, desc=stage.title, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for batch in batches(start):
+            if step >= settings.steps:
+                break
+            lr_img = batch["lr"].to(device, memory_format=fmt)
+            hr_img = batch["hr"].to(device, memory_format=fmt)
+            consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
+            mark_step_begin(settings.compile)
+            losses = stage.step(lr_img, hr_img)
+            for scheduler in stage.schedulers:
+                scheduler.step()
+            step += 1
+            consistent = True
+
+            averager.add(_check_finite(f"stage {stage.number}", step, losses))
+            bar.update(1)
+            if step % settings.log_every == 0 or step == settings.steps:
+                means = averager.flush()
+                for k, v in means.items():
+                    log(f"{prefix}{k}", v, step)
+                log(f"{prefix}lr", stage.schedulers[0].get_last_lr()[0], step)
+                shown = stage.shown or tuple(means)
+                bar.set_postfix({k: f"{means[k]:.4f}" for k in shown})
+            if settings.val_every and step % settings.val_every == 0 and step < settings.steps:
+                _run_validation(validate, stage.generator, step, prefix, log)
+            if settings.ckpt_every and step % settings.ckpt_every == 0:
+                save(step)
+    except KeyboardInterrupt:
+        if consistent:
+            save(step)  # otherwise the last periodic checkpoint stands
+        raise
+    finally:
+        bar.close()
+    save(step)
+    seconds = time.perf_counter() - t0
+    metrics = _run_validation(validate, stage.generator, step, prefix, log)
+    return StageOutcome(metrics=metrics, steps=step, seconds=seconds, resumed_from=start)
+
+
 # ------------------------------------------------------------------------------------------
-# stage 1: PSNR-oriented
+# the stages
+
+
+def _prepare(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    module.to(device)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
+def _adam(params: Any, lr: float, settings: StageSettings,
+          device: torch.device) -> torch.optim.Adam:
+    """Adam with the stage's betas and kernel."""
+    return adam(params, lr, settings.adam_betas, settings.adam, device)
+
+
+def _resume(checkpoint: Path | None, parts: dict[str, Any]) -> int:
+    """Load every part from ``checkpoint`` (if it exists) and the RNG state; the step reached."""
+    state = _load_checkpoint(checkpoint) if checkpoint else None
+    if state is None:
+        return 0
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"])
 
 
 def train_psnr(
     generator: nn.Module,
-    batches: Callable[[int], Iterator[dict[str, Tensor]]],
+    batches: Batches,
     settings: StageSettings,
     *,
     device: torch.device | str = "cpu",
@@ -228,8 +359,7 @@ def train_psnr(
     """Stage 1: train ``generator`` with the L1 loss only.
 
     ``batches(start_step)`` yields {'lr', 'hr'} batches for steps start_step, start_step+1, ...
-    Resumes from ``checkpoint`` when that file exists; writes it every ``ckpt_every`` steps and
-    on Ctrl-C (KeyboardInterrupt is re-raised after the save).
+    Resumes from ``checkpoint`` when that file exists.
     """
     device = torch.device(device)
     precision_g = generator_precision(settings.precision)
@@ -237,86 +367,27 @@ def train_psnr(
              settings.channels_last).train()
     opt = _adam(generator.parameters(), settings.lr, settings, device)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, settings.milestones, settings.lr_gamma)
-
-    start = 0
-    state = _load_checkpoint(checkpoint) if checkpoint else None
-    if state is not None:
-        generator.load_state_dict(state["generator"])
-        opt.load_state_dict(state["opt_g"])
-        sched.load_state_dict(state["sched_g"])
-        torch.set_rng_state(state["rng"])
-        start = int(state["step"])
+    parts = {"generator": generator, "opt_g": opt, "sched_g": sched}
+    start = _resume(checkpoint, parts)
     # after the resume: DDP broadcasts rank 0's parameters when it wraps the module
-    forward_g = compiled(distributed.data_parallel(generator, device), settings.compile)
-
-    def save(step: int) -> None:
-        if checkpoint is not None:
-            _atomic_save({"stage": 1, "step": step, "generator": generator.state_dict(),
-                          "opt_g": opt.state_dict(), "sched_g": sched.state_dict(),
-                          "rng": torch.get_rng_state()}, checkpoint)
-
-    averager = _Averager()
-    t0 = time.perf_counter()
-    step = start
-    consistent = True
-    bar = tqdm(total=settings.steps, initial=start, desc="stage 1 (L1)", disable=not progress,
-               dynamic_ncols=True)
-    try:
-        for batch in batches(start):
-            if step >= settings.steps:
-                break
-            lr_img, hr_img = _to_device(batch, device, settings.channels_last)
-            consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
-            _step_begins(settings.compile)
-
-            with autocast(device.type, precision_g):
-                sr = forward_g(lr_img)
-            l_pix = F.l1_loss(sr.float(), hr_img)
-            opt.zero_grad(set_to_none=True)
-            l_pix.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            consistent = True
-
-            averager.add(_check_finite("stage 1", step, {"l_pix": l_pix.detach()}))
-            bar.update(1)
-            if step % settings.log_every == 0 or step == settings.steps:
-                means = averager.flush()
-                for k, v in means.items():
-                    log(f"stage1_{k}", v, step)
-                log("stage1_lr", sched.get_last_lr()[0], step)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
-            if settings.val_every and step % settings.val_every == 0 and step < settings.steps:
-                _run_validation(validate, generator, step, "stage1_", log)
-            if settings.ckpt_every and step % settings.ckpt_every == 0:
-                save(step)
-    except KeyboardInterrupt:
-        if consistent:
-            save(step)  # otherwise the last periodic checkpoint stands
-        raise
-    finally:
-        bar.close()
-    save(step)
-    seconds = time.perf_counter() - t0
-    metrics = _run_validation(validate, generator, step, "stage1_", log)
-    return StageOutcome(metrics=metrics, steps=step, seconds=seconds, resumed_from=start)
-
-
-# ------------------------------------------------------------------------------------------
-# stage 2: GAN
+    g = Forward(compiled(distributed.data_parallel(generator, device), settings.compile),
+                device.type, precision_g, settings.compile)
+    stage = Stage(1, "stage 1 (L1)", lambda lr, hr: psnr_step(g, opt, lr, hr), parts, [sched],
+                  generator)
+    return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
+                      validate=validate, progress=progress, start=start)
 
 
 def train_gan(
     generator: nn.Module,
     discriminator: nn.Module,
     perceptual: PerceptualLoss,
-    batches: Callable[[int], Iterator[dict[str, Tensor]]],
+    batches: Batches,
     settings: StageSettings,
     *,
-    gan_loss: str = "ragan",
-    weights: GanWeights | None = None,
-    lr_d: float | None = None,
+    gan_loss: str,
+    weights: GanWeights,
+    lr_d: float,
     device: torch.device | str = "cpu",
     checkpoint: Path | None = None,
     log: LogFn = lambda name, value, step: None,
@@ -325,10 +396,8 @@ def train_gan(
 ) -> StageOutcome:
     """Stage 2: G from stage 1 trained with eq. (3), D with the ``gan_loss`` ('ragan' | 'standard').
 
-    Each step updates G once (D frozen), then D once on the detached G output, as in the paper's
-    reference code. Adam for both, with the same multi-step decay.
+    Adam for both (D with learning rate ``lr_d``), with the same multi-step decay.
     """
-    weights = weights or GanWeights()
     device = torch.device(device)
     precision_g = generator_precision(settings.precision)
     precision_loss = loss_network_precision(settings.precision)
@@ -337,106 +406,24 @@ def train_gan(
                  settings.channels_last).train()
     _prepare(perceptual, device, settings.channels_last)
     opt_g = _adam(generator.parameters(), settings.lr, settings, device)
-    opt_d = _adam(discriminator.parameters(), lr_d or settings.lr, settings, device)
+    opt_d = _adam(discriminator.parameters(), lr_d, settings, device)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, settings.milestones, settings.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, settings.milestones, settings.lr_gamma)
-
-    start = 0
-    state = _load_checkpoint(checkpoint) if checkpoint else None
-    if state is not None:
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        torch.set_rng_state(state["rng"])
-        start = int(state["step"])
-    # G and D's D-step go through DDP; the G-step calls D itself (its parameters are frozen
-    # there, so there is nothing to all-reduce and DDP must not wait for their gradients).
-    mode = settings.compile
-    forward_g = compiled(distributed.data_parallel(generator, device), mode)
-    forward_d = compiled(distributed.data_parallel(discriminator, device), mode)
-    frozen_d = compiled(discriminator, mode)
-    forward_percep = compiled(perceptual, mode)
-
-    def save(step: int) -> None:
-        if checkpoint is not None:
-            _atomic_save({"stage": 2, "step": step, "generator": generator.state_dict(),
-                          "discriminator": discriminator.state_dict(),
-                          "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                          "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-                          "rng": torch.get_rng_state()}, checkpoint)
-
-    averager = _Averager()
-    t0 = time.perf_counter()
-    step = start
-    consistent = True
-    bar = tqdm(total=settings.steps, initial=start, desc=f"stage 2 ({gan_loss})",
-               disable=not progress, dynamic_ncols=True)
-    try:
-        for batch in batches(start):
-            if step >= settings.steps:
-                break
-            lr_img, hr_img = _to_device(batch, device, settings.channels_last)
-            consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
-            _step_begins(mode)
-
-            # --- generator step: D frozen, its real logits are constants
-            for p in discriminator.parameters():
-                p.requires_grad_(False)
-            with autocast(device.type, precision_g):
-                sr = forward_g(lr_img)
-            l_pix = F.l1_loss(sr.float(), hr_img)  # losses in fp32; this order keeps fp32 runs
-            with autocast(device.type, precision_loss):  # bit-identical to the plain loop
-                l_percep = forward_percep(sr, hr_img).float()
-                real_logits = _keep(frozen_d(hr_img), mode).detach().float()
-                fake_logits = frozen_d(sr).float()
-            l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
-            l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
-            opt_g.zero_grad(set_to_none=True)
-            l_g.backward()
-            opt_g.step()
-
-            # --- discriminator step on the detached SR batch
-            for p in discriminator.parameters():
-                p.requires_grad_(True)
-            with autocast(device.type, precision_loss):
-                real_logits = _keep(forward_d(hr_img), mode).float()
-                fake_logits = forward_d(sr.detach()).float()
-            l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
-            opt_d.zero_grad(set_to_none=True)
-            l_d.backward()
-            opt_d.step()
-
-            sched_g.step()
-            sched_d.step()
-            step += 1
-            consistent = True
-
-            losses = {"l_g": l_g.detach(), "l_pix": l_pix.detach(),
-                      "l_percep": l_percep.detach(), "l_adv": l_adv.detach(),
-                      "l_d": l_d.detach(),
-                      "d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
-            averager.add(_check_finite("stage 2", step, losses))
-            bar.update(1)
-            if step % settings.log_every == 0 or step == settings.steps:
-                means = averager.flush()
-                for k, v in means.items():
-                    log(f"stage2_{k}", v, step)
-                log("stage2_lr", sched_g.get_last_lr()[0], step)
-                bar.set_postfix({k: f"{means[k]:.4f}" for k in ("l_g", "l_d")})
-            if settings.val_every and step % settings.val_every == 0 and step < settings.steps:
-                _run_validation(validate, generator, step, "stage2_", log)
-            if settings.ckpt_every and step % settings.ckpt_every == 0:
-                save(step)
-    except KeyboardInterrupt:
-        if consistent:
-            save(step)  # otherwise the last periodic checkpoint stands
-        raise
-    finally:
-        bar.close()
-    save(step)
-    seconds = time.perf_counter() - t0
-    metrics = _run_validation(validate, generator, step, "stage2_", log)
-    return StageOutcome(metrics=metrics, steps=step, seconds=seconds, resumed_from=start)
+    parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g,
+             "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d}
+    start = _resume(checkpoint, parts)
+    # G and D's own update go through DDP; G's update calls D directly (frozen there).
+    mode, kind = settings.compile, device.type
+    nets = GanNets(
+        g=Forward(compiled(distributed.data_parallel(generator, device), mode), kind,
+                  precision_g, mode),
+        d=Forward(compiled(distributed.data_parallel(discriminator, device), mode), kind,
+                  precision_loss, mode),
+        d_frozen=Forward(compiled(discriminator, mode), kind, precision_loss, mode),
+        percep=Forward(compiled(perceptual, mode), kind, precision_loss, mode),
+        discriminator=discriminator)
+    stage = Stage(2, f"stage 2 ({gan_loss})",
+                  lambda lr, hr: gan_step(nets, opt_g, opt_d, lr, hr, gan_loss, weights),
+                  parts, [sched_g, sched_d], generator, shown=("l_g", "l_d"))
+    return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
+                      validate=validate, progress=progress, start=start)

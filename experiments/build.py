@@ -1,7 +1,8 @@
 """Config dict -> the objects of one run: networks, losses, data, and the keys that name them.
 
-This is the only place where the flat Sacred switches meet the library's arguments, so that a
-reader sees each paper change mapped once:
+This is the only place where the flat Sacred switches meet the library's arguments (the
+switches themselves: ``esrgan.paper.switches``), so that a reader sees each paper change
+mapped once:
 
     rrdb            -> build_generator(trunk='rrdb' | 'resblock')   (and nb vs nb_resblock)
     bn              -> build_generator(bn=...)
@@ -10,7 +11,9 @@ reader sees each paper change mapped once:
     ragan           -> train_gan(gan_loss='ragan' | 'standard')
     vgg_before_act  -> VGGFeatureExtractor(before_activation=...)
 
-Nothing here imports Sacred: every function takes the plain config dict.
+It also names a run: ``stage1_key`` (the settings that decide the stage-1 model) and
+``cell_key`` (every setting that changes what is computed). Nothing here imports Sacred:
+every function takes the plain config dict.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from esrgan.losses import PerceptualLoss
 from esrgan.speed import generator_precision
 from esrgan.train import GanWeights, StageSettings
 
-SMALL_INIT_SCALE = 0.1  # PAPER.md section 1: MSRA init scaled by 0.1
+SMALL_INIT_SCALE = 0.1  # the paper's small init: MSRA init scaled by 0.1 (section 3.1)
 
 # Config keys that decide the stage-1 (PSNR) model; runs that agree on all of them share it.
 STAGE1_KEYS = (
@@ -68,6 +71,15 @@ def generator_arch(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "gc": int(cfg["gc"]),
         "scale": int(cfg["scale"]),
     }
+
+
+def device(cfg: Mapping[str, Any]) -> torch.device:
+    """The configured device ('auto': CUDA when there is one); under torchrun this process's
+    GPU, and the job is joined."""
+    name = str(cfg["device"])
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.init(torch.device(name))
 
 
 def make_generator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:

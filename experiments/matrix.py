@@ -1,11 +1,11 @@
 """The ablation matrix: designs -> cells -> commands, skipping what the run store already holds.
 
-    python experiments/matrix.py run [--design default] [--preset cpu] [--seeds 2] [--jobs 1]
-                                     [--mongo URL] [--runs DIR] [-- key=value ...]
+    python experiments/matrix.py run [DESIGN] [--preset cpu] [--seeds 2] [--jobs 1]
+                                     [--mongo URL] [--runs DIR] [key=value ...]
     python experiments/matrix.py commands DESIGN [--preset ...] [--seeds ...]   # one per line
     python experiments/matrix.py list DESIGN [--preset ...]                     # cells + status
 
-Designs (PAPER.md section 6):
+Designs (the switches and the paper's path: ``esrgan.paper.switches``):
 
 - ``paper``: the cumulative path of the paper's ablation figure: SRGAN (ResBlock, BN,
   after-activation VGG, standard GAN, beta 1, plain init) -> remove BN -> VGG before activation
@@ -17,11 +17,11 @@ Designs (PAPER.md section 6):
 
 A cell is one configuration and seed; it is one ``experiments/run.py`` command, so cells run
 anywhere (``JOBS=N`` here, a SLURM array elsewhere) as long as they share one run store. A cell
-is done when the store holds a COMPLETED run with its cell key (a hash of every setting that
-changes what is computed, recorded by run.py as ``info.esrgan.cell_key``). Interrupted cells
-simply run again: run.py continues from the cell's checkpoint in ``work_dir``. After the cells,
-the interpolation sweep (network vs image interpolation and back projection) runs for the full
-ESRGAN cell of every seed.
+is done when the store holds a COMPLETED run with its cell key (``experiments.store.record``).
+Interrupted cells simply run again: run.py continues from the cell's checkpoint in
+``work_dir``. After the cells, the interpolation sweep (network vs image interpolation and back
+projection) runs for the full ESRGAN cell of every seed. The MongoDB URL reaches the cells
+through the environment (ESRGAN_MONGO), never their command line or their logs.
 """
 
 from __future__ import annotations
@@ -40,42 +40,30 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tqdm import tqdm
 
-from sacred.config import ConfigScope  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from esrgan.paper.switches import ESRGAN, NAMES, PAPER_PATH, SRGAN, matches, variant_label
+from experiments import build, presets
+from experiments.store import completed
+from experiments.store.mongo import MongoUnavailable, ping, redact
+from experiments.store.targets import MONGO_ENV, StoreTargets
 
-from experiments import build, presets, store  # noqa: E402
-
-RUN_PY = REPO_ROOT / "experiments" / "run.py"
-
-# The full ESRGAN and its SRGAN counterpart, switch by switch.
-ESRGAN = {"rrdb": True, "bn": False, "beta": 0.2, "small_init": True, "ragan": True,
-          "vgg_before_act": True}
-SRGAN = {"rrdb": False, "bn": True, "beta": 1.0, "small_init": False, "ragan": False,
-         "vgg_before_act": False}
-SWITCHES = tuple(ESRGAN)
+RUN_PY = Path(__file__).resolve().parent / "run.py"
 
 
 def design_paper() -> list[dict[str, Any]]:
     """SRGAN -> -BN -> +before-activation -> +RaGAN -> +RRDB/beta/small init (ESRGAN)."""
-    steps = [dict(SRGAN)]
-    for change in ({"bn": False}, {"vgg_before_act": True}, {"ragan": True}):
-        steps.append({**steps[-1], **change})
-    steps.append(dict(ESRGAN))
-    return steps
+    return [dict(values) for _, values in PAPER_PATH]
 
 
 def design_one_at_a_time() -> list[dict[str, Any]]:
     """ESRGAN, then ESRGAN with each switch flipped to its SRGAN value."""
-    return [dict(ESRGAN)] + [{**ESRGAN, s: SRGAN[s]} for s in SWITCHES]
+    return [dict(ESRGAN)] + [{**ESRGAN, s: SRGAN[s]} for s in NAMES]
 
 
 def design_factorial() -> list[dict[str, Any]]:
-    values = [(ESRGAN[s], SRGAN[s]) for s in SWITCHES]
-    return [dict(zip(SWITCHES, combo, strict=True)) for combo in itertools.product(*values)]
+    values = [(ESRGAN[s], SRGAN[s]) for s in NAMES]
+    return [dict(zip(NAMES, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 def design_default() -> list[dict[str, Any]]:
@@ -109,18 +97,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, _convert_value(value)
 
 
-def full_config(preset: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The config Sacred gives ``run.py with PRESET overrides`` (for the cell key)."""
-    if preset not in presets.NAMED:
-        raise SystemExit(f"error: unknown preset {preset!r}; choose {sorted(presets.NAMED)}")
-    named = dict(ConfigScope(presets.NAMED[preset])(fixed=dict(overrides)))
-    cfg = dict(ConfigScope(presets.base)(fixed={**named, **overrides}))
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise SystemExit(f"error: unknown config keys {sorted(unknown)}")
-    return cfg
-
-
 @dataclass
 class Cell:
     """One configuration and seed of the matrix, as a run.py command."""
@@ -136,14 +112,17 @@ class Cell:
         return {**self.switches, **self.extra, "seed": self.seed}
 
     @cached_property
-    def key(self) -> str:
-        """The cell key run.py will record (computed once: a Sacred config evaluation)."""
-        return build.cell_key(full_config(self.preset, self.overrides))
+    def config(self) -> dict[str, Any]:
+        """The config run.py will run (computed once: a Sacred config evaluation)."""
+        return presets.resolve(self.preset, self.overrides)
 
-    def argv(self, mongo: str | None = None) -> list[str]:
+    @property
+    def key(self) -> str:
+        """The cell key run.py will record."""
+        return build.cell_key(self.config)
+
+    def argv(self) -> list[str]:
         cmd = [sys.executable, str(RUN_PY)]
-        if mongo:
-            cmd += ["--mongo", mongo]
         if self.kind == "interpolation":
             cmd.append("interpolate")
         cmd += ["with", self.preset]
@@ -151,10 +130,8 @@ class Cell:
         return cmd + ["progress=False"]
 
     def label(self) -> str:
-        flipped = [s for s in SWITCHES if self.switches[s] != ESRGAN[s]]
-        name = "ESRGAN" if not flipped else "ESRGAN but " + ",".join(flipped)
         prefix = "interpolation " if self.kind == "interpolation" else ""
-        return f"{prefix}{name} seed {self.seed}"
+        return f"{prefix}{variant_label(self.switches)} seed {self.seed}"
 
 
 def make_cells(design: str, preset: str, seeds: Iterable[int],
@@ -168,11 +145,7 @@ def make_cells(design: str, preset: str, seeds: Iterable[int],
 def interpolation_cells(cells: list[Cell]) -> list[Cell]:
     """The sweep of each seed's full ESRGAN cell (only when the design has one)."""
     return [Cell(c.switches, c.seed, c.preset, c.extra, kind="interpolation")
-            for c in cells if c.switches == ESRGAN]
-
-
-# ------------------------------------------------------------------------------------------
-# what the store already holds
+            for c in cells if matches(c.switches, ESRGAN)]
 
 
 def is_done(cell: Cell, done: set[tuple[str, str]]) -> bool:
@@ -196,8 +169,7 @@ def vgg_fallback(extra: dict[str, Any]) -> str | None:
             "vgg_weights=random (a seeded random-weight VGG19), and every figure says so.")
 
 
-def run_cells(cells: list[Cell], jobs: int, mongo: str | None, log_dir: Path,
-              env: Mapping[str, str]) -> list[Cell]:
+def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str]) -> list[Cell]:
     """Run the commands, ``jobs`` at a time, with one progress bar; returns the failed cells."""
     log_dir.mkdir(parents=True, exist_ok=True)
     failed: list[Cell] = []
@@ -206,9 +178,9 @@ def run_cells(cells: list[Cell], jobs: int, mongo: str | None, log_dir: Path,
     def launch(cell: Cell) -> int:
         log = log_dir / f"{cell.kind}-{cell.key}.log"
         with open(log, "w") as handle:
-            handle.write(shlex.join(cell.argv(mongo)) + "\n")
+            handle.write(shlex.join(cell.argv()) + "\n")
             handle.flush()
-            return subprocess.run(cell.argv(mongo), stdout=handle, stderr=subprocess.STDOUT,
+            return subprocess.run(cell.argv(), stdout=handle, stderr=subprocess.STDOUT,
                                   env=dict(env), cwd=os.getcwd()).returncode
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -245,6 +217,23 @@ def thread_env(jobs: int) -> dict[str, str]:
     return env
 
 
+def command_prefix(stores: StoreTargets) -> str:
+    """The environment part of a printed command: the stores, the password never shown.
+
+    A MongoDB URL with credentials is left to the environment of whoever runs the commands
+    (``ESRGAN_MONGO`` must then be set there, which the command checks).
+    """
+    env = stores.environment()
+    parts = [f"ESRGAN_RUNS={shlex.quote(env['ESRGAN_RUNS'])}"]
+    if MONGO_ENV in env:
+        url = env[MONGO_ENV]
+        if redact(url) != url:
+            parts.append(f'{MONGO_ENV}="${{{MONGO_ENV}:?set it to the MongoDB URL}}"')
+        else:
+            parts.append(f"{MONGO_ENV}={shlex.quote(url)}")
+    return " ".join(parts) + " "
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,33 +243,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None,
                         help="replicates per cell: seeds 0..N-1 (default: the preset's)")
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once")
-    parser.add_argument("--mongo", default=os.environ.get("ESRGAN_MONGO"),
-                        help="MongoDB URL shared by every cell (env ESRGAN_MONGO)")
-    parser.add_argument("--runs", default=str(presets.runs_root()),
-                        help="file store (env ESRGAN_RUNS, default runs/)")
+    parser.add_argument("--mongo", default=None,
+                        help="MongoDB URL shared by every cell (default: env ESRGAN_MONGO)")
+    parser.add_argument("--runs", default=None,
+                        help="file store (default: env ESRGAN_RUNS, else runs/)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every cell")
     args = parser.parse_intermixed_args(argv)
 
-    seeds = args.seeds if args.seeds is not None else presets.MATRIX_SEEDS[args.preset]
-    extra = dict(parse_override(o) for o in args.overrides)
-    notice = vgg_fallback(extra)
-    cells = make_cells(args.design, args.preset, range(seeds), extra)
-    cells += interpolation_cells(cells)
-    runs_dir = Path(args.runs)
-    if args.mongo:
-        from experiments.observers import MongoUnavailable, ping_mongo
+    from experiments.store.targets import from_argv
 
-        try:
-            ping_mongo(args.mongo)
-        except MongoUnavailable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    done = store.completed(runs_dir, args.mongo)
+    flags = [*(["--runs", args.runs] if args.runs else []),
+             *(["--mongo", args.mongo] if args.mongo else [])]
+    try:
+        stores, _ = from_argv(flags)
+        seeds = args.seeds if args.seeds is not None else presets.MATRIX_SEEDS[args.preset]
+        extra = dict(parse_override(o) for o in args.overrides)
+        notice = vgg_fallback(extra)
+        cells = make_cells(args.design, args.preset, range(seeds), extra)
+        cells += interpolation_cells(cells)
+        for cell in cells:
+            _ = cell.config  # an unknown key fails here, once, before anything runs
+        if stores.mongo_url_db:
+            ping(stores.mongo_url_db[0])
+        done = completed(stores.runs, stores.mongo_target)
+    except (presets.ConfigError, MongoUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     if args.action == "commands":
-        env_prefix = f"ESRGAN_RUNS={shlex.quote(str(runs_dir))} "
+        prefix = command_prefix(stores)
         for cell in cells:
-            print(env_prefix + shlex.join(cell.argv(args.mongo)))
+            print(prefix + shlex.join(cell.argv()))
         return 0
     if args.action == "list":
         for cell in cells:
@@ -293,11 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matrix {args.design} / preset {args.preset} / seeds {seeds}: {len(cells)} cells, "
           f"{len(cells) - len(todo)} already in the store, {len(todo)} to run")
     t0 = time.perf_counter()
-    env = {**thread_env(args.jobs), "ESRGAN_RUNS": str(runs_dir)}
-    cells_first = [c for c in todo if c.kind == "cell"]
-    failed = run_cells(cells_first, args.jobs, args.mongo, Path("work") / "logs", env)
-    sweeps = [c for c in todo if c.kind == "interpolation"]
-    failed += run_cells(sweeps, args.jobs, args.mongo, Path("work") / "logs", env)
+    env = {**thread_env(args.jobs), **stores.environment()}
+    log_dir = Path(str(cells[0].config["work_dir"])) / "logs" if cells else Path("work/logs")
+    failed = run_cells([c for c in todo if c.kind == "cell"], args.jobs, log_dir, env)
+    failed += run_cells([c for c in todo if c.kind == "interpolation"], args.jobs, log_dir, env)
     minutes = (time.perf_counter() - t0) / 60
     print(f"matrix finished in {minutes:.1f} min: {len(todo) - len(failed)} ran, "
           f"{len(failed)} failed")

@@ -3,23 +3,27 @@
 Sacred reads the bodies of ``base`` and the presets below as config scopes: each assignment
 is one config key, and the comment beside it is its documentation (``print_config`` shows it).
 The base config is the ``cpu`` preset (so that a bare ``run.py`` is practical on a laptop);
-``tiny`` is for tests, ``paper`` is the paper's full setting for a GPU.
+``tiny`` is for tests, ``paper`` is the paper's full setting for a GPU. The six paper switches
+take their defaults (full ESRGAN) from ``esrgan.paper.switches``, the paper preset its sizes
+and schedule from ``esrgan.paper.setting``.
+
+``resolve(preset, overrides)`` is the one way to turn a preset and overrides into the config
+Sacred gives ``run.py with PRESET key=value ...``: the matrix, the benchmarks and the tests
+all use it.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import functools
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esrgan.speed import COMPILE_MODES, TRAINING_PRECISIONS
-from esrgan.train import ADAM_IMPLS
+from esrgan.paper.setting import PAPER_DATA, PAPER_SETTING, SCALE_KEYS
+from esrgan.paper.switches import ESRGAN
+from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, TRAINING_PRECISIONS
 
-# the paper's sizes and schedule, for the substitutes list of a report
-PAPER_SIZES = {"nf": 64, "nb": 23, "gc": 32, "steps1": 1_000_000, "steps2": 400_000,
-               "batch": 16, "patch": 128}
 # pi and lpips need pyiqa's weight files (esrgan/metrics/iqa.py); without them they are left out
 KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips")
 
@@ -27,46 +31,46 @@ KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips")
 def base():
     preset = "cpu"  # name of the preset these values came from (recorded with every run)
 
-    # --- the six paper changes (PAPER.md 1-3); defaults = full ESRGAN
-    rrdb = True  # RRDB trunk (False: SRGAN residual blocks, nb_resblock of them)
-    bn = False  # BatchNorm in the trunk blocks (True: SRGAN's BN)
-    beta = 0.2  # residual scaling of every residual branch (1.0: none)
-    small_init = True  # Kaiming init x0.1 in the residual blocks (False: plain MSRA)
-    ragan = True  # relativistic average GAN (False: standard GAN)
-    vgg_before_act = True  # perceptual features before the ReLU (False: after, as SRGAN)
+    # --- the six paper changes (esrgan/paper/switches.py); defaults = full ESRGAN
+    rrdb = ESRGAN["rrdb"]  # RRDB trunk (False: SRGAN residual blocks, nb_resblock of them)
+    bn = ESRGAN["bn"]  # BatchNorm in the trunk blocks (True: SRGAN's BN)
+    beta = ESRGAN["beta"]  # residual scaling of every residual branch (1.0: none)
+    small_init = ESRGAN["small_init"]  # Kaiming init x0.1 in the residual blocks (False: MSRA)
+    ragan = ESRGAN["ragan"]  # relativistic average GAN (False: standard GAN)
+    vgg_before_act = ESRGAN["vgg_before_act"]  # perceptual features before the ReLU (SRGAN: after)
 
-    # --- network sizes
-    nf = 32  # generator feature channels (paper: 64)
-    nb = 4  # number of RRDB blocks (paper: 23)
-    nb_resblock = 8  # number of ResBlocks when rrdb=False (paper's SRGAN: 16)
-    gc = 16  # RDB growth channels (paper: 32)
+    # --- network sizes (the paper preset has the paper's)
+    nf = 32  # generator feature channels
+    nb = 4  # number of RRDB blocks
+    nb_resblock = 8  # number of ResBlocks when rrdb=False
+    gc = 16  # RDB growth channels
     scale = 4  # upscaling factor (2 or 4)
-    d_nf = 32  # discriminator base channels (paper: 64)
+    d_nf = 32  # discriminator base channels
 
     # --- stage-2 loss: L_G = percep_weight * L_percep + lambda_adv * L_adv + eta_l1 * L1
-    vgg_layer = "conv5_4"  # VGG19 layer of the perceptual loss
+    vgg_layer = PAPER_SETTING["vgg_layer"]  # VGG19 layer of the perceptual loss
     vgg_weights = "imagenet"  # 'imagenet' (torchvision's vgg19-dcbb9e9d.pth), 'random', or a path
     vgg_seed = 0  # init seed of the random-weight VGG19
-    percep_weight = 1.0  # weight of the perceptual term
+    percep_weight = PAPER_SETTING["percep_weight"]  # weight of the perceptual term
     percep_normalize = vgg_weights == "random"  # divide by mean |HR feature| (not in the paper)
-    lambda_adv = 5e-3  # weight of the adversarial term
-    eta_l1 = 1e-2  # weight of the L1 term
+    lambda_adv = PAPER_SETTING["lambda_adv"]  # weight of the adversarial term
+    eta_l1 = PAPER_SETTING["eta_l1"]  # weight of the L1 term
 
     # --- optimisation (Adam; lr_decay_at*: fractions of the stage's steps where lr *= lr_gamma)
     steps1 = 1500  # stage-1 (L1, PSNR-oriented) steps
-    lr1 = 2e-4  # stage-1 learning rate
-    lr_decay_at1 = [0.2, 0.4, 0.6, 0.8]  # paper: halved every 200k of 1M
+    lr1 = PAPER_SETTING["lr1"]  # stage-1 learning rate
+    lr_decay_at1 = PAPER_SETTING["lr_decay_at1"]  # the paper halves every 200k of 1M steps
     steps2 = 200  # stage-2 (GAN) steps
-    lr2 = 1e-4  # stage-2 generator learning rate
-    lr_d = 1e-4  # discriminator learning rate
-    lr_decay_at2 = [0.125, 0.25, 0.5, 0.75]  # paper: 50k, 100k, 200k, 300k of 400k
-    lr_gamma = 0.5  # learning-rate decay factor
-    adam_betas = [0.9, 0.999]  # Adam beta1, beta2
+    lr2 = PAPER_SETTING["lr2"]  # stage-2 generator learning rate
+    lr_d = PAPER_SETTING["lr_d"]  # discriminator learning rate
+    lr_decay_at2 = PAPER_SETTING["lr_decay_at2"]  # the paper: 50k, 100k, 200k, 300k of 400k
+    lr_gamma = PAPER_SETTING["lr_gamma"]  # learning-rate decay factor
+    adam_betas = PAPER_SETTING["adam_betas"]  # Adam beta1, beta2
     batch = 4  # global batch size (under torchrun: split evenly over the processes)
     patch = 64  # HR patch size (multiple of 32: the discriminator halves it 5 times)
     # Speed: each preset's default is the fastest setting that passed the bf16 quality guard
-    # (benchmarks/bench_precision.py, README "Performance"): here bf16-losses + channels_last,
-    # stage 2 1.5x faster, validation PSNR-Y within 0.001 dB of fp32 (full bf16: -0.12 dB).
+    # (README "Performance"): here bf16-losses + channels_last, stage 2 1.5x faster,
+    # validation PSNR-Y within 0.001 dB of fp32 (full bf16: -0.12 dB).
     precision = "bf16-losses"  # training arithmetic: 'fp32', 'bf16' (autocast), 'bf16-losses'
     channels_last = True  # NHWC memory format for networks and batches (faster with bf16)
     compile = "off"  # torch.compile of the networks: 'off', 'default', 'reduce-overhead'
@@ -119,22 +123,22 @@ def tiny():
 
 
 def cpu():
-    preset = "cpu"  # the default of `make ablation` on 2 cores (= base values)
+    preset = "cpu"  # the default of `make ablation` on a CPU (= base values)
 
 
 def paper():
-    preset = "paper"  # the paper's full setting (PAPER.md section 4), for a GPU
-    nf = 64
-    nb = 23
-    nb_resblock = 16
-    gc = 32
-    d_nf = 64
-    patch = 128
-    batch = 16
-    steps1 = 1_000_000
-    steps2 = 400_000
-    # not measured on a GPU in this project yet: fp32 eager until bench_gpu.py and the quality
-    # guard have run there (then e.g. bf16-losses, channels_last, compile='reduce-overhead')
+    preset = "paper"  # the paper's full setting (esrgan/paper/setting.py), for a GPU
+    nf = PAPER_SETTING["nf"]
+    nb = PAPER_SETTING["nb"]
+    nb_resblock = PAPER_SETTING["nb_resblock"]
+    gc = PAPER_SETTING["gc"]
+    d_nf = PAPER_SETTING["d_nf"]
+    patch = PAPER_SETTING["patch"]
+    batch = PAPER_SETTING["batch"]
+    steps1 = PAPER_SETTING["steps1"]
+    steps2 = PAPER_SETTING["steps2"]
+    # not measured on a GPU in this project yet: fp32 eager until the quality guard has run
+    # there (then e.g. bf16-losses, channels_last, compile='reduce-overhead')
     precision = "fp32"
     channels_last = False
     num_workers = 8
@@ -147,6 +151,60 @@ def paper():
 NAMED = {"tiny": tiny, "cpu": cpu, "paper": paper}
 # replicates per cell in `experiments/matrix.py` (and so `make ablation`) unless --seeds is given
 MATRIX_SEEDS = {"tiny": 2, "cpu": 2, "paper": 1}
+
+
+class ConfigError(ValueError):
+    """An unknown preset or config key, or a value of the wrong kind."""
+
+
+def resolve(preset: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config Sacred gives ``run.py with PRESET key=value ...`` (overrides win)."""
+    from sacred.config import ConfigScope
+
+    if preset not in NAMED:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(sorted(NAMED))}")
+    fixed = dict(overrides or {})
+    unknown = sorted(set(fixed) - set(_defaults()))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}")
+    named = dict(ConfigScope(NAMED[preset])(fixed=fixed))
+    return dict(ConfigScope(base)(fixed={**named, **fixed}))
+
+
+# ------------------------------------------------------------------------------------------
+# checks
+
+
+def _kind_problem(key: str, value: Any, default: Any) -> str | None:
+    """The value's kind against the base default's (int, float, bool, list, text or a path)."""
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "True or False"
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        want = "a number"
+    elif isinstance(default, list):
+        ok, want = isinstance(value, list), "a list, e.g. [a, b]"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a text"
+    else:  # None default: an optional path or run id
+        ok, want = value is None or isinstance(value, str | int), "a path (or None)"
+    if ok:
+        return None
+    return f"{key} must be {want}, got {value!r}"
+
+
+@functools.cache
+def _base_defaults() -> tuple[tuple[str, Any], ...]:
+    from sacred.config import ConfigScope
+
+    return tuple(dict(ConfigScope(base)()).items())
+
+
+def _defaults() -> dict[str, Any]:
+    """The base config (every key and its default value)."""
+    return dict(_base_defaults())
 
 
 def _vgg_problem(weights: str) -> str | None:
@@ -168,26 +226,30 @@ def _vgg_problem(weights: str) -> str | None:
 
 def validate(cfg: Mapping[str, Any]) -> list[str]:
     """Every problem of a config, one short sentence each (empty: fine)."""
-    problems = []
-    if not float(cfg["beta"]) > 0:
+    defaults = _defaults()
+    kinds = [_kind_problem(k, cfg[k], d) for k, d in defaults.items() if k in cfg]
+    problems = [p for p in kinds if p]
+    if problems:  # the checks below assume the right kinds
+        return problems
+    if not cfg["beta"] > 0:
         problems.append(f"beta must be > 0 (1.0 means no residual scaling), got {cfg['beta']}")
-    if int(cfg["scale"]) not in (2, 4):
+    if cfg["scale"] not in (2, 4):
         problems.append(f"scale must be 2 or 4, got {cfg['scale']}")
-    patch = int(cfg["patch"])
-    if patch <= 0 or patch % 32 or patch % (4 * int(cfg["scale"])):
+    patch = cfg["patch"]
+    if patch <= 0 or patch % 32 or patch % (4 * cfg["scale"]):
         problems.append(f"patch must be a positive multiple of 32 (the discriminator halves it "
                         f"five times) and of 4*scale, got {patch}")
     for key in ("steps1", "steps2"):
-        if int(cfg[key]) < 0:
+        if cfg[key] < 0:
             problems.append(f"{key} must be >= 0, got {cfg[key]}")
     for key in ("batch", "nf", "nb", "nb_resblock", "gc", "d_nf"):
-        if int(cfg[key]) < 1:
+        if cfg[key] < 1:
             problems.append(f"{key} must be >= 1, got {cfg[key]}")
     for key in ("train_hr", "train_lr", "val_hr", "val_lr"):
         if cfg[key] is not None and not Path(cfg[key]).is_dir():
             problems.append(f"{key} folder not found: {cfg[key]}")
-    for folder in list(cfg["test_sets"]):
-        if not Path(folder).is_dir():
+    for folder in cfg["test_sets"]:
+        if not Path(str(folder)).is_dir():
             problems.append(f"test set folder not found: {folder}")
     unknown = sorted(set(cfg["val_metrics"]) - set(KNOWN_VAL_METRICS))
     if unknown:
@@ -199,7 +261,7 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     from esrgan.distributed import launch_world_size
 
     world = launch_world_size()
-    if int(cfg["batch"]) % world:
+    if cfg["batch"] % world:
         problems.append(f"batch {cfg['batch']} is the global batch and must split evenly over "
                         f"the {world} torchrun processes")
     device = str(cfg["device"])
@@ -214,52 +276,47 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def runs_root() -> Path:
-    """The file store of this machine (ESRGAN_RUNS, default ./runs)."""
-    return Path(os.environ.get("ESRGAN_RUNS", "runs"))
-
-
 # keys a resumed run keeps from the new command line instead of the old run
 _RESUME_KEEPS = ("device", "num_workers", "progress", "resume")
 
 
-def resume_updates(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The config of the run named by ``resume`` (a run folder or a file-store run id)."""
-    target = str(cfg["resume"])
-    folder = Path(target)
-    if not (folder / "config.json").exists() and target.isdigit():
-        folder = runs_root() / target
-    config_file = folder / "config.json"
-    if not config_file.exists():
-        from sacred.utils import SacredError
+def resume_updates(cfg: Mapping[str, Any], runs_dir: str | Path) -> dict[str, Any]:
+    """The config of the run named by ``resume`` (a run folder or a run id of ``runs_dir``)."""
+    from experiments.store import files
 
-        raise SacredError(f"resume={target}: no run there (looked for {config_file})",
-                          print_traceback=False)
-    old = json.loads(config_file.read_text())
+    target = str(cfg["resume"])
+    config_file = files.run_folder(target, runs_dir) / files.CONFIG_FILE
+    try:
+        old = files.read_json(config_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"resume={target}: {config_file} cannot be read ({exc})") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"resume={target}: no run there (looked for {config_file})")
     old.pop("__doc__", None)
     return {k: v for k, v in old.items() if k not in _RESUME_KEEPS}
 
 
 def substitutes(cfg: Mapping[str, Any]) -> list[str]:
-    """What this run does differently from the paper's setting, for reports."""
+    """What this run does differently from the paper's setting (its departures), for reports."""
     out = []
     if cfg["train_hr"] is None:
-        out.append("embedded scikit-image photos instead of DF2K (800 + 2650 2K images)")
+        out.append(f"embedded scikit-image photos instead of {PAPER_DATA}")
     if cfg["vgg_weights"] == "random":
         out.append(f"random-weight VGG19 (seed {cfg['vgg_seed']}) instead of ImageNet VGG19: "
                    "ImageNet weights were not available")
     if cfg["percep_normalize"]:
         out.append("perceptual L1 divided by the mean |feature| of the HR image (not in the "
                    "paper; keeps stage 2 stable with a random VGG19)")
-    if cfg["vgg_layer"] != "conv5_4":
-        out.append(f"perceptual features from {cfg['vgg_layer']} instead of conv5_4")
-    sizes = {k: cfg[k] for k in PAPER_SIZES if cfg[k] != PAPER_SIZES[k]}
+    if cfg["vgg_layer"] != PAPER_SETTING["vgg_layer"]:
+        out.append(f"perceptual features from {cfg['vgg_layer']} instead of "
+                   f"{PAPER_SETTING['vgg_layer']}")
+    sizes = {k: cfg[k] for k in SCALE_KEYS if cfg[k] != PAPER_SETTING[k]}
     if sizes:
-        paper = ", ".join(f"{k} {PAPER_SIZES[k]}" for k in sizes)
+        paper = ", ".join(f"{k} {PAPER_SETTING[k]}" for k in sizes)
         ours = ", ".join(f"{k} {v}" for k, v in sizes.items())
         out.append(f"smaller scale: {ours} (paper: {paper}); learning-rate milestones scaled")
     if cfg["precision"] != "fp32":
         which = "VGG19 and D" if cfg["precision"] == "bf16-losses" else "all networks"
         out.append(f"bf16 autocast in {which} ({cfg['precision']}; the paper trained in fp32; "
-                   "benchmarks/bench_precision.py measures the difference)")
+                   "README 'Performance' gives the measured difference)")
     return out

@@ -5,48 +5,40 @@
     python experiments/run.py print_config with paper             # every setting, one place
     python experiments/run.py --mongo mongodb://host:27017/esrgan with cpu vgg_weights=random
     python experiments/run.py with resume=runs/7                  # continue a killed run
+    python experiments/run.py interpolate with ...                # the sweep of a trained cell
     torchrun --nproc_per_node=4 experiments/run.py with paper     # data-parallel, 4 processes
 
-Observers: always Sacred's FileStorageObserver under ``runs/`` (``--runs DIR`` or ESRGAN_RUNS
-to move it); ``--mongo URL`` (or ESRGAN_MONGO) adds a MongoDB observer, and Sacred's own
-``-m HOST:PORT:DB`` keeps working. Both are checked before anything trains (one clear error
-within 5 s if the server is unreachable), and both survive losing the server mid-run: the file
-store keeps the complete record (``experiments/observers.py``).
+A cell is read top to bottom in :func:`run_cell`: build the data and the perceptual loss,
+stage 1 (the PSNR-oriented model, shared through ``experiments.stage1``), stage 2 (the GAN,
+from the stage-1 model), then the evaluation of both models and bicubic on every set.
+:func:`interpolation_sweep` is the paper's network interpolation against image interpolation.
 
-Checkpoints live under ``work_dir`` (default ``work/``): ``stage1/<stage1 key>/`` holds the
-PSNR-oriented model shared by every run with the same generator and stage-1 settings, and
-``stage2/<cell key>/`` the GAN stage of one configuration. Running a configuration again picks
-up its checkpoint (``fresh=True`` starts over), which is what makes the matrix resumable.
-A configuration the run store already holds as COMPLETED is not run again (it exits at once).
+Stores (``experiments.store.targets``): always Sacred's file store (``--runs DIR``, Sacred's
+``-F DIR`` or ESRGAN_RUNS; default ``runs/``), and MongoDB with ``--mongo URL`` (or Sacred's
+``-m HOST:PORT:DB``, or ESRGAN_MONGO). An unreachable MongoDB fails within seconds, before
+anything trains; one lost mid-run costs a warning, and the file store keeps the full record.
+A configuration these stores already hold as COMPLETED is not run again (``fresh=True`` forces
+it). Checkpoints live under ``work_dir``: ``stage1/<stage1 key>/`` and ``stage2/<cell key>/``;
+running a configuration again continues from them.
 
 Under torchrun (``esrgan.distributed``) every process runs this script; ``batch`` stays the
-global batch, so a cell means the same experiment on any number of processes. Only rank 0
-attaches observers (the run is logged once), writes checkpoints and evaluates; the others
-train and exit. Resume works the same way (every rank reads rank 0's checkpoint).
+global batch. Only rank 0 attaches observers, writes checkpoints and evaluates.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
-import json
-import os
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: make `experiments` importable
-    sys.path.insert(0, str(REPO_ROOT))
 
 # sacred 0.8.7 imports pkg_resources (hence setuptools<81); its deprecation warning is noise
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -56,31 +48,18 @@ from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E4
 
 from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
-from esrgan.data import ImagePair, imresize, to_numpy, to_tensor, write_image  # noqa: E402
-from esrgan.metrics import (  # noqa: E402
-    MetricUnavailable,
-    lpips,
-    niqe,
-    pi,
-    pooled_rmse,
-    psnr,
-    rmse,
-    ssim,
-)
-from esrgan.train import TrainingDiverged, train_gan, train_psnr  # noqa: E402
+from esrgan.data import write_image  # noqa: E402
+from esrgan.evaluation import bicubic_images, center_crop, score, super_resolve  # noqa: E402
+from esrgan.train import TrainingDiverged, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
-from experiments import build, presets, store  # noqa: E402
+from experiments import build, presets  # noqa: E402
+from experiments.stage1 import stage1_model  # noqa: E402
+from experiments.store import completed  # noqa: E402
+from experiments.store import targets as store_targets  # noqa: E402
+from experiments.store.mongo import MongoUnavailable  # noqa: E402
+from experiments.store.targets import StoreTargets  # noqa: E402
 
-ex = Experiment("esrgan", save_git_info=False)
-ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: last state only
-ex.config(presets.base)
-for _name, _fn in presets.NAMED.items():
-    ex.named_config(_fn)
-
-
-# The run store given on the command line (attach_observers): a rerun of a cell it already
-# holds as COMPLETED does nothing. Unset when the experiment is driven in-process.
-STORE_TARGETS: dict[str, str | None] = {"runs": None, "mongo": None}
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class RunError(SacredError):
@@ -88,41 +67,6 @@ class RunError(SacredError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, print_traceback=False)
-
-
-@ex.config_hook
-def check_config(config: dict, command_name: str, logger: Any) -> dict:
-    """Reject invalid values before any observer starts or anything trains."""
-    updates = presets.resume_updates(config) if config.get("resume") else {}
-    if command_name.startswith("print"):
-        return updates
-    merged = {**config, **updates}
-    problems = presets.validate(merged)
-    if problems:
-        raise RunError("invalid config: " + "; ".join(problems))
-    skip_if_completed(merged, "interpolation" if command_name == "interpolate" else "cell")
-    return updates
-
-
-def skip_if_completed(cfg: Mapping[str, Any], kind: str) -> None:
-    """Exit 0 before any observer starts when the store already holds this run as COMPLETED.
-
-    That makes every command printed by ``matrix.py commands`` safe to rerun (a job array
-    retried, a script run twice). ``fresh=True`` runs it again regardless.
-    """
-    if cfg.get("fresh") or STORE_TARGETS["runs"] is None:
-        return
-    key = build.cell_key(cfg)
-    rank0 = distributed.launch_rank() == 0  # torchrun workers only read the store
-    if (kind, key) in store.completed(STORE_TARGETS["runs"], STORE_TARGETS["mongo"], sync=rank0):
-        print(f"{kind} {key} is already COMPLETED in the run store ({STORE_TARGETS['runs']}"
-              f"{' + MongoDB' if STORE_TARGETS['mongo'] else ''}): nothing to do "
-              "(fresh=True runs it again)")
-        raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
-
-
-# ------------------------------------------------------------------------------------------
-# one run
 
 
 class Sink:
@@ -140,25 +84,6 @@ class Sink:
         self.run.add_artifact(str(path), name=name or path.name)
 
 
-def resolve_device(name: str) -> torch.device:
-    """The configured device; under torchrun this process's GPU (and the job is joined)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return distributed.init(torch.device(name))
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive lock, so two runs never train the same stage-1 model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def git_revision() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
@@ -168,95 +93,6 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
-def super_resolve(generator: torch.nn.Module, pairs: list[ImagePair],
-                  device: torch.device) -> list[np.ndarray]:
-    """Whole-image SR of every pair's LR (fp32, eval mode), clipped to [0, 1]."""
-    was_training = generator.training
-    generator.eval()
-    out = []
-    with torch.no_grad():
-        for pair in pairs:
-            sr = generator(to_tensor(pair.lr).unsqueeze(0).to(device))
-            out.append(to_numpy(sr[0].clamp(0, 1).float().cpu()))
-    generator.train(was_training)
-    return out
-
-
-def score(images: list[np.ndarray], pairs: list[ImagePair], metrics: list[str],
-          scale: int) -> dict[str, float]:
-    """Mean metrics over a set (PSNR/SSIM on Y with crop = scale; NIQE, PI on Y, shave = scale).
-
-    ``rmse`` is PIRM's pooled RMSE on Y: sqrt of the mean per-image MSE (0..255).
-    """
-    functions = {"psnr": lambda sr, hr: psnr(sr, hr, crop_border=scale),
-                 "ssim": lambda sr, hr: ssim(sr, hr, crop_border=scale),
-                 "niqe": lambda sr, hr: niqe(sr, crop_border=scale),
-                 "pi": lambda sr, hr: pi(sr, crop_border=scale),
-                 "lpips": lambda sr, hr: lpips(sr, hr, crop_border=scale)}
-    table: dict[str, list[float]] = {m: [] for m in metrics}
-    rmses = []
-    unavailable: set[str] = set()
-    for sr, pair in zip(images, pairs, strict=True):
-        for m in metrics:
-            if m in unavailable:
-                continue
-            try:
-                table[m].append(functions[m](sr, pair.hr))
-            except MetricUnavailable as exc:  # PI/LPIPS without their weight files
-                unavailable.add(m)
-                # the same message from the same line is shown once (Python's warning registry)
-                warnings.warn(f"{m} left out of this run: {exc}", stacklevel=2)
-        rmses.append(rmse(sr, pair.hr, crop_border=scale))
-    # an unavailable metric is missing from the result, never 0
-    out = {m: float(np.mean(v)) for m, v in table.items() if v and m not in unavailable}
-    out["rmse"] = pooled_rmse(rmses)
-    return out
-
-
-def bicubic_images(pairs: list[ImagePair], scale: int) -> list[np.ndarray]:
-    return [np.clip(imresize(p.lr.astype(np.float64), scale), 0, 1).astype(np.float32)
-            for p in pairs]
-
-
-def center_crop(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    size = min(size, h, w)
-    y, x = (h - size) // 2, (w - size) // 2
-    return img[y:y + size, x:x + size]
-
-
-def stage1_model(cfg: Mapping[str, Any], work: Path, batches, validate, device: torch.device,
-                 sink: Sink) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The PSNR-oriented generator: trained here, or reused from the stage-1 cache."""
-    key = build.stage1_key(cfg)
-    folder = work / "stage1" / key
-    done = folder / "generator.pth"
-    main = distributed.is_main()  # under torchrun rank 0 locks, decides and writes for all
-    with file_lock(work / "stage1" / f"{key}.lock") if main else nullcontext():
-        generator = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
-        if distributed.from_main(done.exists() and not cfg["fresh"]):
-            generator.load_state_dict(load_generator_state(done))
-            record = json.loads((folder / "record.json").read_text())
-            for name, value, step in record["scalars"]:  # the curves, as if trained here
-                sink.log(name, value, step)
-            record["reused"] = True
-            return generator.to(device), record
-        if cfg["fresh"] and main:
-            (folder / "checkpoint.pth").unlink(missing_ok=True)
-        distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
-        outcome = train_psnr(generator, batches(1), build.stage_settings(cfg, 1), device=device,
-                             checkpoint=folder / "checkpoint.pth", log=sink.log,
-                             validate=validate, progress=cfg["progress"] and main)
-        record = {"key": key, "val": outcome.metrics, "seconds": outcome.seconds,
-                  "steps": outcome.steps, "resumed_from": outcome.resumed_from,
-                  "scalars": [s for s in sink.scalars if s[0].startswith("stage1_")]}
-        if main:
-            save_generator(done, generator)
-            (folder / "record.json").write_text(json.dumps(record))
-        record["reused"] = False
-        return generator, record
-
-
 def run_meta(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """What every run records in ``info['esrgan']``, whatever its kind (cell, interpolation)."""
     return {"kind": kind, "preset": cfg["preset"], "git": git_revision(),
@@ -264,10 +100,14 @@ def run_meta(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
             "substitutes": presets.substitutes(cfg)}
 
 
+# ------------------------------------------------------------------------------------------
+# one cell
+
+
 def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     """Train both stages of one configuration and evaluate them; returns the result dict."""
     t_start = time.perf_counter()
-    device = resolve_device(cfg["device"])
+    device = build.device(cfg)
     work = Path(cfg["work_dir"])
     scale = int(cfg["scale"])
     info = sink.run.info
@@ -290,11 +130,11 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     def validate(generator: torch.nn.Module, step: int) -> dict[str, float]:
         return score(super_resolve(generator, val, device), val, metric_names, scale)
 
-    def batches(stage: int):
+    def batches(stage: int) -> Callable[[int], Any]:
         settings = build.stage_settings(cfg, stage)
         seed = int(cfg["stage1_seed"] if stage == 1 else cfg["seed"])
-        length = settings.steps * settings.batch_size
-        data = build.patch_dataset(cfg, train, seed=seed, length=length)
+        data = build.patch_dataset(cfg, train, seed=seed,
+                                   length=settings.steps * settings.batch_size)
         return lambda start: build.loader(data, settings, start, device)
 
     # ---- stage 1: PSNR-oriented (shared between runs with the same generator settings)
@@ -362,6 +202,10 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------------------------------------
+# the interpolation sweep
+
+
 def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     """Network vs image interpolation between this configuration's PSNR and GAN generators.
 
@@ -369,7 +213,7 @@ def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     Network: theta = (1 - a) theta_PSNR + a theta_GAN; image: (1 - a) SR_PSNR + a SR_GAN.
     Plus back projection (``bp_iterations``) applied to the GAN model's output.
     """
-    device = resolve_device(cfg["device"])
+    device = build.device(cfg)
     if not distributed.is_main():
         return {"rank": distributed.rank()}  # evaluation only: nothing to share out
     scale = int(cfg["scale"])
@@ -411,12 +255,17 @@ def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------------------------------------
+# the Sacred experiment and its commands
+
+
 # Exceptions whose message is the whole story (bad input, missing file, divergence).
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, OSError,
                                                  TrainingDiverged)
 
 
-def guarded(work: Any, config: dict, run: Any) -> dict[str, Any]:
+def guarded(work: Callable[[Mapping[str, Any], Sink], dict[str, Any]], config: dict,
+            run: Any) -> dict[str, Any]:
     """Run ``work(cfg, sink)`` as a Sacred command: known errors become one line."""
     cfg = dict(config)
     # Denormal floats (weights and activations decaying towards 0) make CPU kernels 10-100x
@@ -431,61 +280,80 @@ def guarded(work: Any, config: dict, run: Any) -> dict[str, Any]:
         distributed.shutdown()
 
 
-@ex.main
-def main(_config: dict, _run: Any) -> dict[str, Any]:
-    return guarded(run_cell, _config, _run)
+def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> None:
+    """Exit 0 before any observer starts when the stores already hold this run as COMPLETED.
 
-
-def attach_observers(argv: list[str]) -> list[str]:
-    """Add the observers and check every MongoDB target before anything runs.
-
-    Strips our own flags (``--mongo URL``, ``--runs DIR``) from argv and returns the rest for
-    Sacred. The file store is always attached (it keeps the complete record if MongoDB is lost
-    mid-run); an unreachable MongoDB, ours or Sacred's own ``-m``, exits with one line.
+    That makes every command printed by ``matrix.py commands`` safe to rerun (a job array
+    retried, a script run twice). ``fresh=True`` runs it again regardless.
     """
-    from experiments.observers import (
-        MongoUnavailable,
-        make_observers,
-        parse_mongo_target,
-        ping_mongo,
-        sacred_mongo_arg,
-        use_resilient_mongo,
-    )
+    if cfg.get("fresh"):
+        return
+    key = build.cell_key(cfg)
+    rank0 = distributed.launch_rank() == 0  # torchrun workers only read the store
+    if (kind, key) in completed(stores.runs, stores.mongo_target, sync=rank0):
+        print(f"{kind} {key} is already COMPLETED in the run store ({stores.describe()}): "
+              "nothing to do (fresh=True runs it again)")
+        raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
 
-    rest, mongo, runs = [], os.environ.get("ESRGAN_MONGO") or None, str(presets.runs_root())
-    args = iter(argv)
-    for arg in args:
-        if arg in ("--mongo", "--runs"):
-            value = next(args, None)
-            if value is None:
-                raise SystemExit(f"error: {arg} needs a value")
-            mongo, runs = (value, runs) if arg == "--mongo" else (mongo, value)
-        elif arg.startswith(("--mongo=", "--runs=")):
-            key, value = arg.split("=", 1)
-            mongo, runs = (value, runs) if key == "--mongo" else (mongo, value)
-        else:
-            rest.append(arg)
-    observed = not any(a.startswith("print_") for a in rest)  # print_config observes nothing
-    if distributed.launch_rank() != 0:
-        observed = False  # a torchrun worker: rank 0 logs the run, once
-    STORE_TARGETS.update(runs=runs, mongo=mongo)
+
+def make_experiment(stores: StoreTargets | None = None) -> Experiment:
+    """The Sacred experiment, its config, presets and commands, checked against ``stores``.
+
+    With ``stores`` None (an in-process experiment) nothing is skipped as already COMPLETED
+    and no observer is attached.
+    """
+    ex = Experiment("esrgan", save_git_info=False)
+    ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: last state only
+    ex.config(presets.base)
+    for fn in presets.NAMED.values():
+        ex.named_config(fn)
+
+    @ex.config_hook
+    def check_config(config: dict, command_name: str, logger: Any) -> dict:
+        """Reject invalid values before any observer starts or anything trains."""
+        runs = stores.runs if stores is not None else store_targets.runs_root()
+        try:
+            updates = presets.resume_updates(config, runs) if config.get("resume") else {}
+        except presets.ConfigError as exc:
+            raise RunError(str(exc)) from None
+        if command_name.startswith("print"):
+            return updates
+        merged = {**config, **updates}
+        problems = presets.validate(merged)
+        if problems:
+            raise RunError("invalid config: " + "; ".join(problems))
+        if stores is not None:
+            kind = "interpolation" if command_name == "interpolate" else "cell"
+            skip_if_completed(merged, kind, stores)
+        return updates
+
+    @ex.main
+    def main(_config: dict, _run: Any) -> dict[str, Any]:
+        return guarded(run_cell, _config, _run)
+
+    @ex.command
+    def interpolate(_config: dict, _run: Any) -> dict[str, Any]:
+        """Network vs image interpolation (and back projection) of an already trained cell."""
+        return guarded(interpolation_sweep, _config, _run)
+
+    return ex
+
+
+def command_line(argv: list[str]) -> None:
+    """``python experiments/run.py ...``: the stores from argv, observers, then Sacred."""
+    from experiments.store.observer import ignore_sacred_store_options, observers_for
+
     try:
-        if observed:
-            ex.observers.extend(make_observers(runs, mongo))
-            own = sacred_mongo_arg(rest)
-            if own:
-                ping_mongo(parse_mongo_target(own, default_db="sacred")[0], flag="-m")
+        stores, rest = store_targets.from_argv(argv)
+        ex = make_experiment(stores)
+        observed = not any(a.startswith("print_") for a in rest)  # print_config: no run
+        if observed and distributed.launch_rank() == 0:  # a torchrun worker logs nothing
+            ex.observers.extend(observers_for(stores))
     except (MongoUnavailable, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    use_resilient_mongo(ex)
-    return rest
-
-
-@ex.command
-def interpolate(_config: dict, _run: Any) -> dict[str, Any]:
-    """Network vs image interpolation (and back projection) of an already trained cell."""
-    return guarded(interpolation_sweep, _config, _run)
+    ignore_sacred_store_options(ex)  # Sacred's -F/-m are in `stores` already
+    ex.run_commandline(rest)
 
 
 if __name__ == "__main__":
-    ex.run_commandline(attach_observers(sys.argv))
+    command_line(sys.argv)

@@ -23,7 +23,6 @@ from PIL import Image
 from analysis import load, report, tables
 from analysis.labels import (
     ESRGAN,
-    FLIPPED,
     ONE_FLIP,
     PAPER_PATH,
     SRGAN,
@@ -35,6 +34,7 @@ from analysis.labels import (
     variant_label,
     variant_order,
 )
+from esrgan.paper.switches import SRGAN as FLIPPED
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678000)  # millisecond precision, as BSON keeps it
 IMAGES = ("coffee", "chelsea")

@@ -6,22 +6,17 @@ import math
 
 import pytest
 import torch
-from sacred.config import ConfigScope
 from torch import nn
 
 from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
+from esrgan.paper.switches import GENERATOR_SWITCHES as G_SWITCHES
+from esrgan.paper.switches import SRGAN as SWITCHES
 from experiments import build, presets
 
 
 def config(**overrides) -> dict:
     """The tiny preset's config as Sacred computes it, with overrides."""
-    tiny = dict(ConfigScope(presets.tiny)(fixed=overrides))
-    return dict(ConfigScope(presets.base)(fixed={**tiny, **overrides}))
-
-
-SWITCHES = {"rrdb": False, "bn": True, "beta": 1.0, "small_init": False, "ragan": False,
-            "vgg_before_act": False}
-G_SWITCHES = ("rrdb", "bn", "beta", "small_init")
+    return presets.resolve("tiny", overrides)
 
 
 def test_tiny_config_is_the_tiny_preset() -> None:

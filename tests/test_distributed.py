@@ -38,7 +38,6 @@ def torchrun(nproc: int, *args: str, cwd: Path, env: dict | None = None,
 # normaliser) on a global batch of 4: gradients in one process vs two ranks of 2.
 GRADIENTS = textwrap.dedent('''
     import sys, torch
-    sys.path.insert(0, sys.argv[1])
     from esrgan import distributed
     from esrgan.archs.discriminator import VGGStyleDiscriminator
     from esrgan.archs.vgg import VGGFeatureExtractor

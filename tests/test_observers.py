@@ -1,4 +1,5 @@
-"""experiments/observers.py against real Sacred runs and a real nx-27017 server.
+"""experiments/store (observer, mongo, targets, sync) against real Sacred runs and a real
+nx-27017 server.
 
 Each run is a subprocess (``python tiny.py with ...``) so that exit codes, stderr and hangs are
 what a user would see; every subprocess has a timeout.
@@ -20,19 +21,12 @@ from conftest import free_port
 from sacred import Experiment
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "experiments"))
-
-from observers import (  # noqa: E402
-    MongoUnavailable,
-    ResilientMongoObserver,
-    harden_observers,
-    make_observers,
-    parse_mongo_target,
-    ping_mongo,
-    sacred_mongo_arg,
-    sync_file_run_to_mongo,
-)
+from experiments.store.mongo import MongoUnavailable
+from experiments.store.mongo import parse_target as parse_mongo_target
+from experiments.store.mongo import ping as ping_mongo
+from experiments.store.observer import ResilientMongoObserver, harden_observers, make_observers
+from experiments.store.sync import sync_file_run_to_mongo
+from experiments.store.targets import sacred_mongo_arg
 
 # A tiny experiment wired the way run.py wires its observers: --mongo (ours) or -m (Sacred's).
 TINY = '''
@@ -42,9 +36,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.environ["EXPERIMENTS_DIR"])
-from observers import (MongoUnavailable, make_observers, parse_mongo_target, ping_mongo,
-                       sacred_mongo_arg, use_resilient_mongo)
+from experiments.store.mongo import MongoUnavailable
+from experiments.store.mongo import parse_target as parse_mongo_target
+from experiments.store.mongo import ping as ping_mongo
+from experiments.store.observer import make_observers, use_resilient_mongo
+from experiments.store.targets import sacred_mongo_arg
 from sacred import Experiment
 
 RUNS = Path(os.environ["RUNS_DIR"])
@@ -101,8 +97,7 @@ def _script(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     script.write_text(TINY)
     runs = tmp_path / "runs"
     runs.mkdir()
-    env = dict(os.environ, EXPERIMENTS_DIR=str(REPO_ROOT / "experiments"), RUNS_DIR=str(runs),
-               PYTHONWARNINGS="ignore")
+    env = dict(os.environ, RUNS_DIR=str(runs), PYTHONWARNINGS="ignore")
     return script, env
 
 

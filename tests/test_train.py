@@ -9,7 +9,25 @@ from esrgan.archs.discriminator import VGGStyleDiscriminator
 from esrgan.archs.rrdbnet import build_generator
 from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.losses import PerceptualLoss
-from esrgan.train import StageSettings, train_gan, train_psnr
+from esrgan.train import GanWeights, train_psnr
+from esrgan.train import StageSettings as _StageSettings
+from esrgan.train import train_gan as _train_gan
+
+
+def StageSettings(**kw) -> _StageSettings:  # noqa: N802 (the dataclass, with test defaults)
+    """Stage settings for these tests: what is not given takes a small, plain value."""
+    defaults = dict(lr_decay_at=(), lr_gamma=0.5, adam_betas=(0.9, 0.999), ckpt_every=0,
+                    val_every=0, log_every=10, num_workers=0, precision="fp32",
+                    channels_last=False, compile="off", adam="auto")
+    return _StageSettings(**{**defaults, **kw})
+
+
+def train_gan(*args, **kw):
+    """train_gan with the paper's loss weights and RaGAN unless a test says otherwise."""
+    kw.setdefault("gan_loss", "ragan")
+    kw.setdefault("weights", GanWeights(percep=1.0, lambda_adv=5e-3, eta_l1=1e-2))
+    kw.setdefault("lr_d", 1e-3)
+    return _train_gan(*args, **kw)
 
 
 def batches(start: int):

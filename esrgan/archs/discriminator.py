@@ -1,4 +1,4 @@
-"""VGG-style discriminator of SRGAN/ESRGAN (PAPER.md section 2), BasicSR module names.
+"""VGG-style discriminator of SRGAN/ESRGAN (docs/method.md section 2), BasicSR module names.
 
 Five stages, each a 3x3 stride-1 conv then a 4x4 stride-2 conv, with nf, 2nf, 4nf, 8nf, 8nf
 channels; BatchNorm after every conv except the first; LeakyReLU(0.2) after each. A

@@ -1,4 +1,6 @@
-"""The generator: one framework, every paper change to G as its own argument (PAPER.md sec. 1).
+"""The generator: one framework, every paper change to G as its own argument.
+
+The method: docs/method.md section 1.
 
     conv_first -> body (nb trunk blocks) -> conv_body -> + conv_first output (global skip)
     -> [nearest x2 -> conv_up{k} -> LeakyReLU 0.2] x (1 for x2, 2 for x4)
@@ -8,16 +10,10 @@ Module names are BasicSR's RRDBNet names, so a BasicSR x4 RRDBNet state dict loa
 (BasicSR's own x2/x1 RRDBNet variants use pixel-unshuffle at the input instead; this x2
 framework is one nearest+conv stage, as the paper's framework implies).
 
-The paper switches (``build_generator`` arguments), each doing one thing:
-
-=============  ====================================  =========================================
-argument       ESRGAN (paper)                        SRGAN baseline
-=============  ====================================  =========================================
-trunk          'rrdb' (RRDB, nb=23, gc=32)           'resblock' (SRGAN residual block, nb=16)
-bn             False                                 True (inside the trunk blocks only)
-beta           0.2 (residual scaling)                1.0 (no scaling)
-init_scale     0.1 (small init of the block convs)   1.0 (plain MSRA init)
-=============  ====================================  =========================================
+Each generator switch of the paper is one ``build_generator`` argument doing one thing:
+``trunk`` ('rrdb' or SRGAN's 'resblock'), ``bn`` (BatchNorm inside the trunk blocks only),
+``beta`` (residual scaling) and ``init_scale`` (the small init of the block convs). Their ESRGAN
+and SRGAN values are the switch table, ``esrgan.paper.switches``.
 """
 
 from __future__ import annotations

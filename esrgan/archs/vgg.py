@@ -1,4 +1,4 @@
-"""VGG19 feature extractor for the perceptual loss (PAPER.md section 3).
+"""VGG19 feature extractor for the perceptual loss (docs/method.md section 3).
 
 ESRGAN takes conv5_4 features *before* the ReLU (SRGAN: after). Only the layers up to the
 requested one are built, with torchvision's ``vgg19().features`` indices, so torchvision's

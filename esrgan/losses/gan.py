@@ -1,6 +1,7 @@
 """GAN losses on raw discriminator outputs (logits): standard GAN and relativistic average GAN.
 
-PAPER.md section 2. Every loss uses binary cross-entropy with logits (numerically stable).
+docs/method.md section 2. Every loss uses binary cross-entropy with logits (numerically
+stable).
 ``real`` and ``fake`` are the discriminator's raw outputs C(x_r) and C(x_f) for one mini-batch.
 
 Reductions (one choice for both kinds, so that the ``ragan`` switch changes only relativism):

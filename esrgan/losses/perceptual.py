@@ -1,4 +1,4 @@
-"""Perceptual loss: L1 distance between VGG19 features of SR and HR (PAPER.md section 3)."""
+"""Perceptual loss: L1 distance between VGG19 features of SR and HR (docs/method.md sec. 3)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ class PerceptualLoss(nn.Module):
     ``normalize=True`` divides the L1 by the (detached) mean |feature| of the HR features, so the
     loss measures a relative feature error. This is NOT in the paper: with a random-weight VGG19
     (offline runs) the features have an arbitrary scale, which makes the perceptual term's weight
-    relative to L1 and the adversarial term arbitrary too; ../shared measurements showed stage 2
-    collapsing without it and stable with it. Reports state it whenever it is on.
+    relative to L1 and the adversarial term arbitrary too: stage 2 was measured to collapse
+    without it and to stay stable with it. Reports state it whenever it is on.
     """
 
     def __init__(self, extractor: nn.Module, normalize: bool = False, eps: float = 1e-8) -> None:

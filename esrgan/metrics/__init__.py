@@ -1,6 +1,6 @@
 """Image quality metrics, MATLAB-exact, and one table naming them.
 
-Conventions (measured in tests/test_metrics.py against the field's reference numbers):
+Conventions (measured against the field's reference numbers):
 
 - PSNR/SSIM on the Y channel of MATLAB ``rgb2ycbcr`` (not rounded), ``crop_border = scale``;
   SSIM is the original MATLAB Gaussian version. ``*_rgb`` variants score RGB.

@@ -1,8 +1,9 @@
 """Score a set of SR images with named metrics into a pandas table.
 
 ``evaluate_images`` returns one row per image and one column per metric name. A metric whose
-weights are not on disk (:class:`~esrgan.metrics.iqa.MetricUnavailable`) becomes a column of
-NaN, with one warning naming the missing file: tables never show an unavailable metric as 0.
+weights are not on disk (:class:`~esrgan.metrics.iqa.MetricUnavailable`) is left out: a column
+of NaN here (a set's mean leaves it out altogether), with one warning naming the missing file.
+Tables never show an unavailable metric as 0.
 ``summarize`` gives the means plus PIRM's pooled RMSE.
 """
 
@@ -84,7 +85,8 @@ def evaluate_images(
             try:
                 value = metric.function(*args, **kwargs)
             except MetricUnavailable as exc:
-                warnings.warn(f"metric {m} unavailable, reported as NaN: {exc}", stacklevel=2)
+                warnings.warn(f"metric {m} unavailable, left out of this run: {exc}",
+                              stacklevel=2)
                 unavailable.add(m)
                 value = np.nan
             except ValueError as exc:
