@@ -32,6 +32,7 @@ from analysis.labels import (  # noqa: E402
     variant_order,
 )
 from analysis.tables import effect_panels, summarize  # noqa: E402
+from esrgan.paper.claims import DEEP_VARIANTS  # noqa: E402
 
 # PIRM2018 regions by RMSE on Y (docs/method.md section 5): (name, low, high)
 PIRM_REGIONS: tuple[tuple[str, float, float], ...] = (
@@ -394,6 +395,7 @@ def crops_figure(crops: pd.DataFrame, out_dir: str | Path, *, footer: str = "",
     GAN model; all from one seed (the lowest ESRGAN seed; a variant without it shows its
     lowest seed, named in its column title).
     """
+    crops = crops[~crops["variant"].isin(list(DEEP_VARIANTS))]
     if crops.empty:
         return []
     variants = variant_order(crops["variant"])
@@ -406,10 +408,12 @@ def crops_figure(crops: pd.DataFrame, out_dir: str | Path, *, footer: str = "",
     columns.append((f"{reference}\nPSNR model", ref_rows, "psnr"))
     for variant in variants:
         rows = _pick_seed(crops, variant, seed)
+        other = int(rows["seed"].iloc[0]) if len(rows) else seed
+        note = "" if other == seed else f" (seed {other})"
         if (rows["tag"] == "gan").any():
-            other = int(rows["seed"].iloc[0])
-            note = "" if other == seed else f" (seed {other})"
             columns.append((f"{variant}{note}\nGAN", rows, "gan"))
+        elif variant != reference and (rows["tag"] == "psnr").any():
+            columns.append((f"{variant}{note}\nPSNR model", rows, "psnr"))
     images = sorted(set(crops["image"]))
     fig, axes = plt.subplots(len(images), len(columns),
                              figsize=(1.55 * len(columns) + 0.6, 1.55 * len(images) + 0.9),
@@ -451,4 +455,8 @@ def write_all(runs: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
     out["switch_effects"] = effects_figure(effects, out_dir, footer=footer)
     out["training_curves"] = curves_figure(curves, out_dir, footer=footer)
     out["crops"] = crops_figure(crops, out_dir, footer=footer)
+    from analysis.claim_figures import deep_curves, effects_over_training
+
+    out["claims_over_training"] = effects_over_training(curves, runs, out_dir, footer=footer)
+    out["c1_deep_trainability"] = deep_curves(curves, runs, out_dir, footer=footer)
     return out

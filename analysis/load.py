@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.labels import metric_sort_key, set_sort_key, variant_label
+from esrgan.paper.claims import DEEP_STUDY, deep_label
 from esrgan.paper.switches import NAMES as SWITCHES
 from experiments.store import (
     FileStore,
@@ -50,9 +51,10 @@ RUN_COLUMNS: list[str] = [
     "run_id", "source", "status", "kind", "preset", "seed", "stage1_seed", *SWITCHES,
     "variant", "model", "set", "metric", "value", "wall_s", "git", "vgg_weights",
     "percep_normalize", "steps1", "steps2", "start_time", "cell_key", "network", "vgg",
-    "train_data", "val_data", "substitutes",
+    "train_data", "val_data", "substitutes", "study", "depth", "vgg_active_fraction",
+    "vgg_layer",
 ]
-CURVE_COLUMNS: list[str] = ["run_id", "variant", "seed", "name", "step", "value"]
+CURVE_COLUMNS: list[str] = ["run_id", "variant", "seed", "name", "step", "value", "study"]
 INTERP_COLUMNS: list[str] = ["run_id", "seed", "variant", "method", "alpha", "iterations",
                              "metric", "value", "preset", "start_time"]
 CROP_COLUMNS: list[str] = ["run_id", "variant", "seed", "image", "tag", "path"]
@@ -93,17 +95,22 @@ def _run_columns(record: RunRecord) -> dict[str, Any]:
     result = record.result if isinstance(record.result, Mapping) else {}
     seconds = result.get("seconds") if isinstance(result.get("seconds"), Mapping) else {}
     switches = switches_of(record)
+    study = meta.get("study", cfg.get("study")) or "ablation"
+    variant = deep_label(switches) if study == DEEP_STUDY else variant_label(switches)
+    arch = meta.get("generator_arch") if isinstance(meta.get("generator_arch"), Mapping) else {}
     return {
         "run_id": record.run_id, "source": record.source, "status": record.status,
         "kind": record.kind, "preset": record.preset, "seed": cfg.get("seed"),
         "stage1_seed": cfg.get("stage1_seed", cfg.get("seed")), **switches,
-        "variant": variant_label(switches), "wall_s": _number(seconds.get("total")),
+        "variant": variant, "wall_s": _number(seconds.get("total")),
         "git": meta.get("git"), "vgg_weights": cfg.get("vgg_weights"),
         "percep_normalize": cfg.get("percep_normalize"), "steps1": cfg.get("steps1"),
         "steps2": cfg.get("steps2"), "start_time": record.start_time,
         "cell_key": meta.get("cell_key"), "network": _network(meta), "vgg": meta.get("vgg"),
         "train_data": meta.get("train_data"), "val_data": meta.get("val_data"),
-        "substitutes": tuple(meta.get("substitutes") or ()),
+        "substitutes": tuple(meta.get("substitutes") or ()), "study": study,
+        "depth": arch.get("nb"), "vgg_active_fraction": _number(meta.get("vgg_active_fraction")),
+        "vgg_layer": meta.get("vgg_layer", cfg.get("vgg_layer")),
     }
 
 
@@ -183,7 +190,7 @@ def load_curves(source: Source | Sequence[Source], *, preset: str | None = None,
                 if number is not None:
                     rows.append({"run_id": record.run_id, "variant": base["variant"],
                                  "seed": base["seed"], "name": name, "step": int(step),
-                                 "value": number})
+                                 "value": number, "study": base["study"]})
     return _frame(rows, CURVE_COLUMNS)
 
 

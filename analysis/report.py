@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import load, tables
+from analysis import ledger, load, tables
 from analysis.labels import (
     MODEL_LABELS,
     ONE_FLIP,
@@ -51,7 +51,12 @@ FIGURE_TEXT: dict[str, str] = {
     "switch_effects": "Each change's effect: (variant without the change) − (variant with "
                       "it), paired by seed.",
     "training_curves": "Training losses and validation metrics, mean over seeds per variant.",
-    "crops": "The same centre crop of each validation image from every variant.",
+    "crops": "The same centre crop of each validation image from every variant (GAN models; "
+             "PSNR-oriented models of the variants trained in stage 1 only).",
+    "claims_over_training": "Each claim's effect at every intermediate validation: a line "
+                            "still moving when training stops says the effect is not settled.",
+    "c1_deep_trainability": "Claim C1: the deep no-BN residual trunk under plain MSRA init, "
+                            "x0.1 init, beta = 0.2 and both (the paper's supplementary Fig. 4).",
 }
 
 
@@ -322,6 +327,9 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
                      table_dir / "runs.csv")
     tables.write_csv(summary, table_dir / "variant_metrics.csv")
     tables.write_csv(effects, table_dir / "switch_effects.csv")
+    sets = sorted(set(runs["set"].dropna()), key=lambda s: (s != "val", s))
+    tables.write_csv(ledger.frame(ledger.decide_all(runs, interp, sets)),
+                     table_dir / "claims.csv")
     if not interp.empty:
         tables.write_csv(interp, table_dir / "interpolation.csv")
     else:
@@ -369,10 +377,29 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
     if subs:
         md += [f"> **Not the paper's setting.** This report measures a reduced reproduction: "
                f"{'; '.join(heads)}. Its numbers are not comparable with the paper's.", ""]
+    sets = sorted(set(runs["set"].dropna()), key=lambda s: (s != "val", s))
+    decided = ledger.decide_all(runs, interp, sets)
+    md += ["## The claims ledger", "",
+           "Each claim of the paper (`esrgan/paper/claims.py`), tested where the paper makes "
+           "it. An effect is value(a) − value(b) of one metric, paired by seed, with its 95% "
+           "Student-t interval over seeds; the paper predicts its sign. Verdicts: *agrees* or "
+           "*opposite* (the interval excludes 0), *inconclusive* (it does not: the row gives "
+           "the smallest effect this design could detect with 80% power, and the seeds an "
+           "effect of the observed size would need), *premise not met*, *not testable at "
+           "this scale*.", ""]
+    md += [f"- {line}" for line in ledger.summary_lines(decided)]
+    md += ["", ledger.ledger_markdown(decided), ""]
+    for key in ("claims_over_training", "c1_deep_trainability"):
+        figure = _figure_md(written, key)
+        if figure:
+            md += [figure, ""]
     md += ["## Scale of these runs", "", scale_table(runs, interp, sources), ""]
     md += ["## Departures from the paper", ""]
     md += [f"- {s}" for s in subs] if subs else ["- none recorded"]
-    md += ["", "## Findings", "",
+    paper_scale = ledger.paper_scale_markdown(runs)
+    if paper_scale:
+        md += ["", "## At paper scale", "", paper_scale]
+    md += ["", "## Findings (switch by switch)", "",
            "Each change is measured as (variant without it) − (variant with it), paired by "
            "seed; intervals are 95% Student-t intervals over seeds. The paper claims every "
            "change lowers NIQE/PI of the GAN model, and the generator changes (RRDB, BN "

@@ -33,14 +33,19 @@ from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.data import (
     ImagePair,
     PatchDataset,
+    embedded_image,
     embedded_pairs,
     load_pairs,
     load_training_pairs,
     make_loader,
+    mod_crop,
+    to_tensor,
 )
 from esrgan.losses import PerceptualLoss
+from esrgan.losses.perceptual import active_fraction
 from esrgan.speed import generator_precision
 from esrgan.train import GanWeights, StageSettings
+from experiments.presets import EMBEDDED_TEST
 
 SMALL_INIT_SCALE = 0.1  # the paper's small init: MSRA init scaled by 0.1 (section 3.1)
 
@@ -55,6 +60,7 @@ NON_SEMANTIC_KEYS = (
     "device", "num_workers", "resume", "fresh", "work_dir", "progress", "log_every",
     "val_every", "ckpt_every", "test_sets", "val_crops", "interp_alphas", "bp_iterations",
     "compile", "adam",  # same maths, other kernels (float rounding aside)
+    "study",  # a label for the analysis
 )
 
 
@@ -100,6 +106,18 @@ def make_feature_extractor(cfg: Mapping[str, Any]) -> VGGFeatureExtractor:
         weights=cfg["vgg_weights"],
         seed=int(cfg["vgg_seed"]),
     )
+
+
+PREMISE_PHOTO = "astronaut"  # a fixed training photo for the VGG19 sparsity (the paper: baboon)
+
+
+def vgg_premise(cfg: Mapping[str, Any], extractor: VGGFeatureExtractor) -> dict[str, Any]:
+    """The premise of the before-activation loss, measured on the extractor in use: the
+    fraction of its layer's units active after the ReLU on a fixed photo."""
+    image = to_tensor(mod_crop(embedded_image(PREMISE_PHOTO), int(cfg["scale"])))
+    return {"vgg_active_fraction": active_fraction(extractor, image),
+            "vgg_active_photo": PREMISE_PHOTO, "vgg_layer": str(cfg["vgg_layer"]),
+            "vgg_weights": str(cfg["vgg_weights"])}
 
 
 def make_perceptual_loss(cfg: Mapping[str, Any]) -> PerceptualLoss:
@@ -156,13 +174,18 @@ def val_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]
 
 
 def test_set_name(folder: str) -> str:
-    """``.../Set5/HR`` -> 'Set5'; any other folder -> its own name."""
+    """'embedded' -> 'test'; ``.../Set5/HR`` -> 'Set5'; any other folder -> its own name."""
+    if folder == EMBEDDED_TEST:
+        return "test"
     path = Path(folder).resolve()
     return path.parent.name if path.name.upper() in ("HR", "GT") else path.name
 
 
 def load_test_set(folder: str, scale: int, cache_dir: Path | None) -> list[ImagePair]:
-    """A test set given as an HR folder; LR by MATLAB bicubic (the benchmark convention)."""
+    """A test set: the held-out embedded photos, or an HR folder with LR by MATLAB bicubic
+    (the benchmark convention)."""
+    if folder == EMBEDDED_TEST:
+        return embedded_pairs("test", scale=scale)
     return load_pairs(folder, None, scale=scale, cache_dir=cache_dir, on_error="raise")
 
 

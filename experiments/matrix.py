@@ -5,15 +5,20 @@
     python experiments/matrix.py commands DESIGN [--preset ...] [--seeds ...]   # one per line
     python experiments/matrix.py list DESIGN [--preset ...]                     # cells + status
 
-Designs (the switches and the paper's path: ``esrgan.paper.switches``):
+Designs (the switches and the paper's path: ``esrgan.paper.switches``; the claims each
+design tests: ``esrgan.paper.claims``):
 
+- ``default`` = ``claims`` + ``deep``: every claim of the ledger in the regime where it shows.
+- ``claims``: ESRGAN, ESRGAN with the standard GAN and with after-activation VGG features
+  (both stages), and the PSNR-oriented models of ESRGAN +BN and ESRGAN w/o RRDB.
+- ``deep``: claim C1, a deep no-BN residual trunk (stage 1 only) with plain MSRA init, x0.1
+  init, beta 0.2 and both.
 - ``paper``: the cumulative path of the paper's ablation figure: SRGAN (ResBlock, BN,
   after-activation VGG, standard GAN, beta 1, plain init) -> remove BN -> VGG before activation
   -> RaGAN -> RRDB trunk with beta 0.2 and small init (= full ESRGAN).
 - ``one-at-a-time``: full ESRGAN and, for each of the six switches, ESRGAN with that switch
-  flipped.
+  flipped; ``switches`` = ``paper`` + ``one-at-a-time`` (11 cells per seed).
 - ``factorial``: every combination of the six switches (64 cells; for a GPU).
-- ``default``: ``paper`` + ``one-at-a-time``, shared cells once (11 cells per seed).
 
 A cell is one configuration and seed; it is one ``experiments/run.py`` command, so cells run
 anywhere (``JOBS=N`` here, a SLURM array elsewhere) as long as they share one run store. A cell
@@ -42,6 +47,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from esrgan.paper.claims import DEEP_STUDY, DEEP_VARIANTS, deep_label
 from esrgan.paper.switches import ESRGAN, NAMES, PAPER_PATH, SRGAN, matches, variant_label
 from experiments import build, presets
 from experiments.store import completed
@@ -51,36 +57,84 @@ from experiments.store.targets import MONGO_ENV, StoreTargets
 RUN_PY = Path(__file__).resolve().parent / "run.py"
 
 
-def design_paper() -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Spec:
+    """One configuration of a design: its six switches and the settings the design adds.
+
+    ``overrides`` are the design's defaults for its cells (command-line overrides win over
+    them); ``fixed`` make the cell what it is (a stage-1 cell, a study) and always win.
+    """
+
+    switches: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+STAGE1_ONLY = {"steps2": 0}  # a cell that trains and scores the PSNR-oriented model only
+
+
+def design_paper(preset: str) -> list[Spec]:
     """SRGAN -> -BN -> +before-activation -> +RaGAN -> +RRDB/beta/small init (ESRGAN)."""
-    return [dict(values) for _, values in PAPER_PATH]
+    return [Spec(dict(values)) for _, values in PAPER_PATH]
 
 
-def design_one_at_a_time() -> list[dict[str, Any]]:
+def design_one_at_a_time(preset: str) -> list[Spec]:
     """ESRGAN, then ESRGAN with each switch flipped to its SRGAN value."""
-    return [dict(ESRGAN)] + [{**ESRGAN, s: SRGAN[s]} for s in NAMES]
+    return [Spec(dict(ESRGAN))] + [Spec({**ESRGAN, s: SRGAN[s]}) for s in NAMES]
 
 
-def design_factorial() -> list[dict[str, Any]]:
+def design_factorial(preset: str) -> list[Spec]:
     values = [(ESRGAN[s], SRGAN[s]) for s in NAMES]
-    return [dict(zip(NAMES, combo, strict=True)) for combo in itertools.product(*values)]
+    return [Spec(dict(zip(NAMES, combo, strict=True))) for combo in itertools.product(*values)]
 
 
-def design_default() -> list[dict[str, Any]]:
-    return unique(design_paper() + design_one_at_a_time())
+def design_deep(preset: str) -> list[Spec]:
+    """Claim C1: a deep no-BN residual trunk, stage 1 only, plain MSRA / x0.1 init / beta 0.2
+    / both (the trunk's depth and width: ``presets.DEEP``)."""
+    base = {**ESRGAN, "rrdb": False, "bn": False}
+    return [Spec({**base, **values}, dict(presets.DEEP[preset]),
+                 {**STAGE1_ONLY, "study": DEEP_STUDY})
+            for values in DEEP_VARIANTS.values()]
 
 
-DESIGNS = {"default": design_default, "paper": design_paper,
-           "one-at-a-time": design_one_at_a_time, "factorial": design_factorial}
+def design_claims(preset: str) -> list[Spec]:
+    """The cells the claims of the paper need beside the deep design (``esrgan.paper.claims``).
+
+    ESRGAN (both stages: C6, C7, C8), ESRGAN with the standard GAN (C4) and with after-
+    activation features (C5), both reusing ESRGAN's stage-1 model, and the PSNR-oriented
+    models of ESRGAN +BN (C2) and ESRGAN w/o RRDB (C3). beta and x0.1 init are tested where
+    the paper makes their claim: at depth (``deep``).
+    """
+    return [Spec(dict(ESRGAN)),
+            Spec({**ESRGAN, "rrdb": SRGAN["rrdb"]}, fixed=dict(STAGE1_ONLY)),
+            Spec({**ESRGAN, "bn": SRGAN["bn"]}, fixed=dict(STAGE1_ONLY)),
+            Spec({**ESRGAN, "ragan": SRGAN["ragan"]}),
+            Spec({**ESRGAN, "vgg_before_act": SRGAN["vgg_before_act"]})]
 
 
-def unique(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def design_default(preset: str) -> list[Spec]:
+    """What ``make ablation`` runs: every claim in the regime where it can show."""
+    return design_claims(preset) + design_deep(preset)
+
+
+def design_switches(preset: str) -> list[Spec]:
+    """The paper's path and the one-switch flips, full cells (the earlier default)."""
+    return unique(design_paper(preset) + design_one_at_a_time(preset))
+
+
+DESIGNS = {"default": design_default, "claims": design_claims, "deep": design_deep,
+           "paper": design_paper, "one-at-a-time": design_one_at_a_time,
+           "switches": design_switches, "factorial": design_factorial}
+
+
+def unique(specs: Iterable[Spec]) -> list[Spec]:
     seen, out = set(), []
-    for cell in cells:
-        key = tuple(sorted(cell.items()))
+    for spec in specs:
+        key = (tuple(sorted(spec.switches.items())), tuple(sorted(spec.overrides.items())),
+               tuple(sorted(spec.fixed.items())))
         if key not in seen:
             seen.add(key)
-            out.append(cell)
+            out.append(spec)
     return out
 
 
@@ -131,21 +185,37 @@ class Cell:
 
     def label(self) -> str:
         prefix = "interpolation " if self.kind == "interpolation" else ""
-        return f"{prefix}{variant_label(self.switches)} seed {self.seed}"
+        name = variant_label(self.switches)
+        if self.extra.get("study") == DEEP_STUDY:
+            name = "deep " + deep_label(self.switches)
+        elif int(self.config["steps2"]) == 0:
+            name += " (PSNR model)"
+        return f"{prefix}{name} seed {self.seed}"
 
 
 def make_cells(design: str, preset: str, seeds: Iterable[int],
                extra: Mapping[str, Any]) -> list[Cell]:
+    """The design's cells for every seed, in an order that lets ``--jobs`` cells run side by
+    side without waiting for each other's stage-1 model (seeds interleaved, then the cells that
+    reuse a stage-1 model)."""
     if design not in DESIGNS:
         raise SystemExit(f"error: unknown design {design!r}; choose {sorted(DESIGNS)}")
-    return [Cell(switches, seed, preset, dict(extra))
-            for seed in seeds for switches in DESIGNS[design]()]
+    specs = DESIGNS[design](preset)
+    cells = [Cell(spec.switches, seed, preset, {**spec.overrides, **extra, **spec.fixed})
+             for spec in specs for seed in seeds]
+    first, reusing, owners = [], [], set()
+    for cell in cells:
+        key = build.stage1_key(cell.config)
+        (reusing if key in owners else first).append(cell)
+        owners.add(key)
+    return first + reusing
 
 
 def interpolation_cells(cells: list[Cell]) -> list[Cell]:
     """The sweep of each seed's full ESRGAN cell (only when the design has one)."""
     return [Cell(c.switches, c.seed, c.preset, c.extra, kind="interpolation")
-            for c in cells if matches(c.switches, ESRGAN)]
+            for c in cells if matches(c.switches, ESRGAN) and int(c.config["steps2"]) > 0
+            and c.config["study"] == "ablation"]
 
 
 def is_done(cell: Cell, done: set[tuple[str, str]]) -> bool:

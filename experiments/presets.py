@@ -24,8 +24,10 @@ from esrgan.paper.setting import PAPER_DATA, PAPER_SETTING, SCALE_KEYS
 from esrgan.paper.switches import ESRGAN
 from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, TRAINING_PRECISIONS
 
+EMBEDDED_TEST = "embedded"  # the value of test_sets that names the held-out embedded photos
 # pi and lpips need pyiqa's weight files (esrgan/metrics/iqa.py); without them they are left out
-KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips")
+KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips", "brightness_shift",
+                     "brightness_error")
 
 
 def base():
@@ -81,15 +83,19 @@ def base():
     train_lr = None  # folder of matching LR images (None: MATLAB bicubic from HR)
     val_hr = None  # folder of HR validation images
     val_lr = None  # folder of matching LR validation images
-    test_sets = []  # HR folders scored at the end (LR by MATLAB bicubic); .../Set5/HR -> 'Set5'
-    val_metrics = ["psnr", "ssim", "niqe"]  # validation metrics (Y, shave = scale); + pi, lpips
+    # sets scored at the end: HR folders (LR by MATLAB bicubic; .../Set5/HR -> 'Set5') or
+    # 'embedded' (the held-out embedded photos, set 'test', see esrgan/data/embedded.py)
+    test_sets = ["embedded"]
+    # validation metrics (Y, shave = scale); + pi, lpips when their weight files are on disk
+    val_metrics = ["psnr", "ssim", "niqe", "brightness_shift", "brightness_error"]
     val_crops = 64  # side of the centre crops saved per validation image (0: none)
     interp_alphas = [round(0.1 * i, 1) for i in range(11)]  # `interpolate` command's alphas
     bp_iterations = 5  # back-projection iterations of the `interpolate` command
 
     # --- run mechanics
-    seed = 0  # seed of stage 2 (data order, D init): the matrix's replicates
-    stage1_seed = 0  # seed of stage 1 (G init, data order); shared by the stage-2 seeds
+    seed = 0  # the replicate: seeds stage 2 (data order, D init) and, by default, stage 1
+    stage1_seed = seed  # seed of stage 1 (G init, data order): each replicate its own model
+    study = "ablation"  # what the run is part of ('ablation', 'deep'): a label for the analysis
     device = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     num_workers = 0  # DataLoader workers
     val_every = 0  # validate every N steps (0: only at the end of each stage)
@@ -149,6 +155,18 @@ def paper():
 
 
 NAMED = {"tiny": tiny, "cpu": cpu, "paper": paper}
+
+# The deep design (claim C1) per preset: a deep, narrow no-BN residual trunk trained with L1
+# only. The paper's evidence is 64 residual blocks; a narrow width keeps it cheap (the claim
+# is about depth). The tiny preset's 8 blocks only exercise the design.
+DEEP: dict[str, dict[str, Any]] = {
+    "tiny": {"nb_resblock": 8, "nf": 8, "steps1": 60, "val_every": 20,
+             "val_metrics": ["psnr"]},
+    "cpu": {"nb_resblock": 64, "nf": 16, "steps1": 800, "batch": 8, "val_every": 200,
+            "val_metrics": ["psnr"]},
+    "paper": {"nb_resblock": 64, "nf": 64, "steps1": 200_000, "val_every": 10_000,
+              "val_metrics": ["psnr"]},
+}
 # replicates per cell in `experiments/matrix.py` (and so `make ablation`) unless --seeds is given
 MATRIX_SEEDS = {"tiny": 2, "cpu": 2, "paper": 1}
 
@@ -249,7 +267,7 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
         if cfg[key] is not None and not Path(cfg[key]).is_dir():
             problems.append(f"{key} folder not found: {cfg[key]}")
     for folder in cfg["test_sets"]:
-        if not Path(str(folder)).is_dir():
+        if folder != EMBEDDED_TEST and not Path(str(folder)).is_dir():
             problems.append(f"test set folder not found: {folder}")
     unknown = sorted(set(cfg["val_metrics"]) - set(KNOWN_VAL_METRICS))
     if unknown:

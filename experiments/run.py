@@ -105,22 +105,28 @@ def run_meta(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
 
 
 def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
-    """Train both stages of one configuration and evaluate them; returns the result dict."""
+    """Train both stages of one configuration and evaluate them; returns the result dict.
+
+    ``steps2=0`` is a stage-1 cell: only the PSNR-oriented model is trained and evaluated.
+    """
     t_start = time.perf_counter()
     device = build.device(cfg)
     work = Path(cfg["work_dir"])
     scale = int(cfg["scale"])
+    gan_stage = int(cfg["steps2"]) > 0
     info = sink.run.info
     info["esrgan"] = meta = {
-        **run_meta(cfg, "cell"), "device": str(device),
+        **run_meta(cfg, "cell"), "device": str(device), "study": cfg["study"],
         "generator_arch": build.generator_arch(cfg), "gan_loss": build.gan_loss_name(cfg),
-        "train_data": cfg["train_hr"] or "embedded (scikit-image photos)",
-        "val_data": cfg["val_hr"] or "embedded (scikit-image photos)",
+        "train_data": cfg["train_hr"] or "embedded (photos shipped with the installed packages)",
+        "val_data": cfg["val_hr"] or "embedded (photos shipped with the installed packages)",
     }
 
     # Everything that can fail on bad input fails here, before any training.
-    perceptual = build.make_perceptual_loss(cfg)
-    meta["vgg"] = perceptual.extractor.description
+    perceptual = build.make_perceptual_loss(cfg) if gan_stage else None
+    if perceptual is not None:
+        meta["vgg"] = perceptual.extractor.description
+        meta.update(build.vgg_premise(cfg, perceptual.extractor))
     train = build.train_pairs(cfg, cache_dir=work / "lr_cache")
     val = build.val_pairs(cfg, cache_dir=work / "lr_cache")
     tests = {build.test_set_name(folder): build.load_test_set(folder, scale, work / "lr_cache")
@@ -143,40 +149,43 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     main = distributed.is_main()  # the other torchrun ranks only train
     out_dir = work / "stage2" / build.cell_key(cfg)
     psnr_path = out_dir / "G_psnr.pth"
+    sets = {"val": val, **tests}
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_generator(psnr_path, generator)
         sink.artifact(psnr_path)
-        psnr_sr = super_resolve(generator, val, device)
-        psnr_tests = {n: super_resolve(generator, p, device) for n, p in tests.items()}
+        sr = {"psnr_model": {name: super_resolve(generator, pairs, device)
+                             for name, pairs in sets.items()}}
 
     # ---- stage 2: GAN, generator initialised from stage 1
-    if cfg["fresh"] and main:
-        (out_dir / "checkpoint.pth").unlink(missing_ok=True)
-    distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
-    discriminator = build.make_discriminator(cfg, seed=int(cfg["seed"]) + 1)
-    outcome2 = train_gan(generator, discriminator, perceptual, batches(2),
-                         build.stage_settings(cfg, 2), gan_loss=build.gan_loss_name(cfg),
-                         weights=build.gan_weights(cfg), lr_d=float(cfg["lr_d"]), device=device,
-                         checkpoint=out_dir / "checkpoint.pth", log=sink.log, validate=validate,
-                         progress=cfg["progress"] and main)
+    outcome2 = None
+    if gan_stage:
+        if cfg["fresh"] and main:
+            (out_dir / "checkpoint.pth").unlink(missing_ok=True)
+        distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
+        discriminator = build.make_discriminator(cfg, seed=int(cfg["seed"]) + 1)
+        outcome2 = train_gan(generator, discriminator, perceptual, batches(2),
+                             build.stage_settings(cfg, 2), gan_loss=build.gan_loss_name(cfg),
+                             weights=build.gan_weights(cfg), lr_d=float(cfg["lr_d"]),
+                             device=device, checkpoint=out_dir / "checkpoint.pth",
+                             log=sink.log, validate=validate, progress=cfg["progress"] and main)
     if not main:
         return {"rank": distributed.rank()}  # not observed; rank 0 reports the run
-    gan_path = out_dir / "G_gan.pth"
-    save_generator(gan_path, generator)
-    sink.artifact(gan_path)
-    gan_sr = super_resolve(generator, val, device)
+    if gan_stage:
+        gan_path = out_dir / "G_gan.pth"
+        save_generator(gan_path, generator)
+        sink.artifact(gan_path)
+        sr["gan_model"] = {name: super_resolve(generator, pairs, device)
+                           for name, pairs in sets.items()}
 
-    # ---- evaluation: validation set and test sets, both stages and bicubic
-    result: dict[str, Any] = {"psnr_model": {}, "gan_model": {}, "bicubic": {}}
-    sets = {"val": (val, psnr_sr, gan_sr)}
-    for name, pairs in tests.items():
-        sets[name] = (pairs, psnr_tests[name], super_resolve(generator, pairs, device))
+    # ---- evaluation: validation set and test sets, the trained models and bicubic
+    result: dict[str, Any] = {"bicubic": {}, **{model: {} for model in sr}}
     rows = []
-    for set_name, (pairs, sr1, sr2) in sets.items():
-        for model, images in (("bicubic", bicubic_images(pairs, scale)), ("psnr_model", sr1),
-                              ("gan_model", sr2)):
-            means = score(images, pairs, metric_names, scale)
+    for set_name, pairs in sets.items():
+        images = {"bicubic": bicubic_images(pairs, scale),
+                  **{model: by_set[set_name] for model, by_set in sr.items()}}
+        for model, imgs in images.items():
+            means = score(imgs, pairs, metric_names, scale)
             result[model][set_name] = means
             rows.append({"set": set_name, "model": model, **means})
     table = out_dir / "metrics.csv"
@@ -189,16 +198,19 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     # a few small crops of the validation images, the same window for every run
     crop = int(cfg["val_crops"])
     if crop:
-        for pair, a, b in zip(val, psnr_sr, gan_sr, strict=True):
-            for tag, img in (("hr", pair.hr), ("psnr", a), ("gan", b)):
+        tags = {"psnr": sr["psnr_model"]["val"], **({"gan": sr["gan_model"]["val"]}
+                                                     if gan_stage else {})}
+        for i, pair in enumerate(val):
+            for tag, img in (("hr", pair.hr), *((t, imgs[i]) for t, imgs in tags.items())):
                 path = out_dir / f"crop_{pair.name}_{tag}.png"
                 write_image(path, center_crop(img, crop))
                 sink.artifact(path)
 
-    result["seconds"] = {"stage1": record1["seconds"], "stage2": outcome2.seconds,
+    result["seconds"] = {"stage1": record1["seconds"],
+                         "stage2": outcome2.seconds if outcome2 else 0.0,
                          "total": time.perf_counter() - t_start}
-    result["steps"] = {"stage1": record1["steps"], "stage2": outcome2.steps}
-    meta["stage2_resumed_from"] = outcome2.resumed_from
+    result["steps"] = {"stage1": record1["steps"], "stage2": outcome2.steps if outcome2 else 0}
+    meta["stage2_resumed_from"] = outcome2.resumed_from if outcome2 else 0
     return result
 
 

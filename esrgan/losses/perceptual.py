@@ -32,3 +32,18 @@ class PerceptualLoss(nn.Module):
         if self.normalize:
             loss = loss / (batch_mean(hr_feat.abs()) + self.eps)  # global batch under DDP
         return loss
+
+
+def active_fraction(extractor: nn.Module, image: Tensor) -> float:
+    """Fraction of the extractor's units that are active (> 0, i.e. pass the ReLU) on ``image``.
+
+    The premise of the paper's before-activation loss (its section 3.3): for an ImageNet VGG19
+    only 11.17% of conv5_4's units are active on the baboon photo, so features taken after the
+    ReLU are sparse. ``image`` is a (1, 3, H, W) or (3, H, W) RGB tensor in [0, 1]; the
+    extractor's features before or after its ReLU give the same fraction.
+    """
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    with torch.no_grad():
+        features = extractor(image.to(next(extractor.parameters()).device))
+    return float((features > 0).float().mean())

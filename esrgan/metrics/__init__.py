@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from esrgan.metrics.brightness import brightness_error, brightness_shift
 from esrgan.metrics.color import rgb2y, rgb2ycbcr
 from esrgan.metrics.iqa import MetricUnavailable, lpips, ma
 from esrgan.metrics.niqe import niqe
@@ -35,6 +36,8 @@ __all__ = [
     "MetricInputError",
     "MetricNameError",
     "MetricUnavailable",
+    "brightness_error",
+    "brightness_shift",
     "evaluate_images",
     "lpips",
     "ma",
@@ -74,4 +77,9 @@ METRICS: dict[str, Metric] = {
     "pi": Metric(pi, False, False, "PI-Y", "Y", uses_iqa_weights=True),
     "lpips": Metric(lpips, False, True, "LPIPS (alex, RGB)", "RGB", uses_iqa_weights=True),
     "rmse": Metric(rmse, False, True, "RMSE-Y", "Y"),
+    # signed: neither higher nor lower is better; the error (its magnitude) is lower-better
+    "brightness_shift": Metric(brightness_shift, False, True, "Brightness shift (Y levels)",
+                               "Y"),
+    "brightness_error": Metric(brightness_error, False, True, "Brightness error (Y levels)",
+                               "Y"),
 }

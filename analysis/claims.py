@@ -1,0 +1,284 @@
+"""The claims ledger decided: each claim's effects measured over seeds, with a verdict.
+
+For every effect of ``esrgan.paper.claims`` (value(a) - value(b), paired by seed) this module
+gives the mean, its 95% Student-t interval, the smallest effect the design could have detected
+(:func:`detectable`, 80% power at its n and observed spread) and the number of seeds an effect
+of the observed size would need. One verdict each:
+
+- ``agrees``: the interval excludes 0 on the side the paper predicts;
+- ``opposite``: the interval excludes 0 on the other side;
+- ``inconclusive``: the interval includes 0 (never read as "no effect": it carries the
+  smallest detectable effect);
+- ``premise not met``: the setting lacks what the claim rests on (C5 with a VGG19 whose
+  after-activation features are not sparse), whatever the numbers;
+- ``not testable at this scale``: the runs the claim needs are absent or below its regime
+  (C1 without a deep trunk), saying what is missing.
+
+A claim's verdict combines its deciding effects: ``agrees`` when all agree, ``opposite`` when
+any goes against the paper, else ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from esrgan.paper.claims import CLAIMS, Claim, Effect
+
+CONFIDENCE = 0.95
+POWER = 0.8
+AGREES, OPPOSITE, INCONCLUSIVE = "agrees", "opposite", "inconclusive"
+PREMISE, UNTESTABLE = "premise not met", "not testable at this scale"
+VERDICTS: tuple[str, ...] = (AGREES, OPPOSITE, INCONCLUSIVE, PREMISE, UNTESTABLE)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean of paired differences over seeds, its 95% t interval and what the design can see.
+
+    ``detectable``: the smallest |effect| this design detects with 80% power (two-sided 5%)
+    at its n and observed sd; ``seeds_needed``: seeds for 80% power at the observed |mean|.
+    NaN where n < 2 (no spread, no interval).
+    """
+
+    n: int
+    mean: float
+    sd: float
+    low: float
+    high: float
+    detectable: float
+    seeds_needed: float
+
+
+def _t(q: float, df: int) -> float:
+    return float(stats.t.ppf(q, df))
+
+
+def detectable(sd: float, n: int, confidence: float = CONFIDENCE, power: float = POWER) -> float:
+    """Smallest |mean difference| a paired design of n seeds detects with ``power``."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    return (_t(0.5 + confidence / 2, n - 1) + _t(power, n - 1)) * sd / math.sqrt(n)
+
+
+def seeds_needed(effect: float, sd: float, confidence: float = CONFIDENCE,
+                 power: float = POWER, limit: int = 10_000) -> float:
+    """Seeds a paired design needs to detect ``effect`` with ``power`` (inf beyond ``limit``)."""
+    if not (math.isfinite(effect) and math.isfinite(sd)):
+        return math.nan
+    if sd == 0:
+        return 2.0
+    if effect == 0:
+        return math.inf
+    for n in range(2, limit + 1):
+        if detectable(sd, n, confidence, power) <= abs(effect):
+            return float(n)
+    return math.inf
+
+
+def estimate(diffs: Iterable[float]) -> Estimate:
+    """The :class:`Estimate` of paired differences (non-finite values dropped)."""
+    data = np.asarray([d for d in diffs if d is not None and np.isfinite(d)], dtype=float)
+    n = int(data.size)
+    if n == 0:
+        return Estimate(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
+    mean = float(data.mean())
+    if n < 2:
+        return Estimate(1, mean, math.nan, math.nan, math.nan, math.nan, math.nan)
+    sd = float(data.std(ddof=1))
+    half = _t(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n)
+    return Estimate(n, mean, sd, mean - half, mean + half, detectable(sd, n),
+                    seeds_needed(mean, sd))
+
+
+def verdict(direction: int, est: Estimate, *, premise_met: bool = True,
+            testable: bool = True) -> str:
+    """The verdict of one effect whose sign the paper predicts (``direction`` +1 or -1)."""
+    if not testable:
+        return UNTESTABLE
+    if not premise_met:
+        return PREMISE
+    if est.n < 2 or not (math.isfinite(est.low) and math.isfinite(est.high)):
+        return INCONCLUSIVE
+    if est.low <= 0 <= est.high:
+        return INCONCLUSIVE
+    return AGREES if np.sign(est.mean) == np.sign(direction) else OPPOSITE
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """A claim's verdict from its deciding effects' verdicts."""
+    if not verdicts:
+        return UNTESTABLE
+    for special in (UNTESTABLE, PREMISE):
+        if special in verdicts:
+            return special
+    if all(v == AGREES for v in verdicts):
+        return AGREES
+    if OPPOSITE in verdicts:
+        return OPPOSITE
+    return INCONCLUSIVE
+
+
+# ------------------------------------------------------------------------------------------
+# measuring the effects from the run frames (analysis.load)
+
+
+STAGE1_MODELS = ("psnr_model", "bicubic")
+
+
+def _values(runs: pd.DataFrame, variant: str, model: str, metric: str, set_name: str,
+            study: str | None, key: str) -> pd.Series:
+    """One value per replicate (``key``: 'seed' or 'stage1_seed') of a variant's model."""
+    part = runs[(runs["variant"] == variant) & (runs["model"] == model)
+                & (runs["metric"] == metric) & (runs["set"] == set_name)]
+    part = part[part["study"].fillna("ablation") == (study or "ablation")]
+    return part.groupby(key)["value"].mean()
+
+
+def paired_differences(runs: pd.DataFrame, effect: Effect, set_name: str) -> pd.Series:
+    """value(a) - value(b) per replicate, for the replicates both sides have.
+
+    When both sides are stage-1 models (PSNR-oriented or bicubic) a replicate is a stage-1
+    seed: runs that share their stage-1 model count once, so no interval is faked.
+    """
+    key = ("stage1_seed" if {effect.a.model, effect.b.model} <= set(STAGE1_MODELS)
+           else "seed")
+    a = _values(runs, effect.a.variant, effect.a.model, effect.metric, set_name, effect.study,
+                key)
+    b = _values(runs, effect.b.variant, effect.b.model, effect.metric, set_name, effect.study,
+                key)
+    both = a.index.intersection(b.index)
+    return (a[both] - b[both]).sort_index()
+
+
+def interpolation_differences(interp: pd.DataFrame, variant: str = "ESRGAN",
+                              metric: str = "niqe") -> pd.Series:
+    """Per seed: mean of (network - image) ``metric`` at equal PSNR, over the network sweep's
+    interior points inside the image sweep's PSNR range (the ends are the same two models)."""
+    out = {}
+    part = interp[(interp["variant"] == variant) & interp["method"].isin(["network", "image"])]
+    for seed, rows in part.groupby("seed"):
+        curves = {}
+        for method in ("network", "image"):
+            wide = rows[rows["method"] == method].pivot_table(
+                index="alpha", columns="metric", values="value", aggfunc="mean")
+            if "psnr" not in wide or metric not in wide:
+                break
+            curves[method] = wide[["psnr", metric]].dropna().sort_index()
+        if len(curves) < 2:
+            continue
+        image = curves["image"].sort_values("psnr")
+        lo, hi = image["psnr"].min(), image["psnr"].max()
+        network = curves["network"]
+        inner = network.iloc[1:-1]
+        inner = inner[(inner["psnr"] >= lo) & (inner["psnr"] <= hi)]
+        if inner.empty:
+            continue
+        at = np.interp(inner["psnr"], image["psnr"], image[metric])
+        out[seed] = float(np.mean(inner[metric].to_numpy() - at))
+    return pd.Series(out, dtype=float).sort_index()
+
+
+@dataclass
+class EffectResult:
+    """One effect on one set: the estimate, its verdict and the seeds used."""
+
+    claim: str
+    effect: Effect
+    set: str
+    estimate: Estimate
+    verdict: str
+    seeds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ClaimResult:
+    """A claim on one set: its effects and the combined verdict, with why."""
+
+    claim: Claim
+    set: str
+    effects: list[EffectResult]
+    verdict: str
+    reason: str = ""  # why a premise is not met or the claim is not testable
+
+
+def _premise(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
+    limit = claim.needs.get("max_active_fraction")
+    if limit is None:
+        return True, ""
+    active = context.get("active_fraction")
+    vgg = context.get("vgg_weights", "?")
+    if active is None or not math.isfinite(float(active)):  # type: ignore[arg-type]
+        return False, "the VGG19's sparsity was not measured"
+    met = float(active) <= float(limit)  # type: ignore[arg-type]
+    text = (f"{100 * float(active):.1f}% of {context.get('vgg_layer', 'conv5_4')} units are "  # type: ignore[arg-type]
+            f"active after the ReLU with the {vgg} VGG19 (paper: 11.17% for an ImageNet "
+            f"VGG19)")
+    return met, text + ("" if met else ": the features are not sparse, so the premise is absent")
+
+
+def _testable(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
+    depth = claim.needs.get("min_depth")
+    if depth is not None:
+        have = context.get("deep_depth")
+        if not have:
+            return False, "no deep-trunk runs in the store (the 'deep' design)"
+        if int(have) < int(depth):  # type: ignore[arg-type]
+            return False, f"the deep trunk has {have} blocks; the claim needs >= {depth}"
+    return True, ""
+
+
+def decide(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
+           context: Mapping[str, object] | None = None,
+           claims: Sequence[Claim] = CLAIMS) -> list[ClaimResult]:
+    """Every claim measured on ``set_name``; ``context`` holds the premise measurements
+    (``active_fraction``, ``vgg_weights``, ``vgg_layer``) and the regime (``deep_depth``)."""
+    context = context or {}
+    results = []
+    for claim in claims:
+        testable, why_not = _testable(claim, context)
+        premise_met, premise_text = _premise(claim, context)
+        effects = []
+        for effect in claim.effects:
+            if effect.kind == "interpolation":
+                diffs = (interpolation_differences(interp, effect.a.variant, effect.metric)
+                         if set_name == "val" and not interp.empty else pd.Series(dtype=float))
+            else:
+                diffs = paired_differences(runs, effect, set_name)
+            est = estimate(diffs)
+            has_runs = est.n > 0
+            v = verdict(effect.direction, est, premise_met=premise_met or not effect.decides,
+                        testable=testable and has_runs)
+            effects.append(EffectResult(claim.id, effect, set_name, est, v,
+                                        [int(s) for s in diffs.index]))
+        deciding = [e.verdict for e in effects if e.effect.decides]
+        combined = combine(deciding)
+        reason = why_not if not testable else ""
+        if testable and not any(e.estimate.n for e in effects):
+            reason = "no runs of this claim's variants on this set"
+        if combined == PREMISE or (claim.premise and premise_text):
+            reason = premise_text
+        results.append(ClaimResult(claim, set_name, effects, combined, reason))
+    return results
+
+
+def to_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
+    """One row per claim x effect x set: the ledger as a table (CSV)."""
+    rows = []
+    for result in results:
+        for e in result.effects:
+            rows.append({
+                "claim": result.claim.id, "title": result.claim.title, "set": result.set,
+                "effect": e.effect.name, "metric": e.effect.metric,
+                "paper_sign": "+" if e.effect.direction > 0 else "-",
+                "decides": e.effect.decides, "n": e.estimate.n, "mean": e.estimate.mean,
+                "sd": e.estimate.sd, "ci_low": e.estimate.low, "ci_high": e.estimate.high,
+                "detectable": e.estimate.detectable, "seeds_needed": e.estimate.seeds_needed,
+                "verdict": e.verdict, "claim_verdict": result.verdict,
+                "seeds": " ".join(map(str, e.seeds)), "reason": result.reason})
+    return pd.DataFrame(rows)

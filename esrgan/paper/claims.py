@@ -1,0 +1,197 @@
+"""The claims ledger: what the paper claims, the evidence it gives, and how each claim is tested.
+
+One row per claim (C8 is a sanity gate, not a claim of the paper). Each row names the switches
+involved, the model and metric the claim is about and its direction, the regime in which the
+paper makes it (depth, GAN steps, a trained VGG19, data), the design of the matrix that tests
+it, and the measured effects that decide it (:class:`Effect`). The report, the matrix designs
+and the tests read this table; the verdict logic is ``analysis.claims``.
+
+An effect is ``value(a) - value(b)`` of one metric, paired by seed; the claim predicts its
+sign (``direction``). ``a`` and ``b`` name a variant (a label of ``esrgan.paper.switches``,
+or one of :data:`DEEP_VARIANTS`) and a model ('psnr_model', 'gan_model' or 'bicubic').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from esrgan.paper.switches import SWITCHES
+
+# Claim C1 is about a very deep no-BN residual network: its four variants, by init and beta
+# (the 'deep' design; the trunk is SRGAN's residual block without BN).
+DEEP_VARIANTS: dict[str, dict[str, object]] = {
+    "plain MSRA": {"small_init": False, "beta": 1.0},
+    "x0.1 init": {"small_init": True, "beta": 1.0},
+    "beta 0.2": {"small_init": False, "beta": 0.2},
+    "x0.1 init + beta 0.2": {"small_init": True, "beta": 0.2},
+}
+DEEP_STUDY = "deep"  # the ``study`` of the deep design's runs
+
+
+def deep_label(values: dict[str, object]) -> str:
+    """The name of a deep-design variant from its switches (init and beta)."""
+    for label, setting in DEEP_VARIANTS.items():
+        if bool(values.get("small_init")) == setting["small_init"] and \
+                abs(float(values.get("beta", 0.0)) - float(setting["beta"])) < 1e-9:
+            return label
+    return f"init {'x0.1' if values.get('small_init') else 'MSRA'}, beta {values.get('beta')}"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of an effect: a variant's model."""
+
+    variant: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Effect:
+    """value(a) - value(b) of ``metric``, paired by seed; the claim says its sign.
+
+    ``direction`` +1: the claim predicts a > b; -1: a < b. ``kind`` 'paired' (two runs of
+    one seed) or 'interpolation' (network against image interpolation of one run, at matched
+    PSNR). ``study`` selects the runs (None: the ablation's runs).
+    """
+
+    name: str
+    a: Side
+    b: Side
+    metric: str
+    direction: int
+    kind: str = "paired"
+    study: str | None = None
+    decides: bool = True  # False: reported beside the claim, not part of its verdict
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper and how this repository tests it."""
+
+    id: str
+    title: str
+    statement: str  # what the paper says
+    evidence: str  # where the paper shows it
+    switches: tuple[str, ...]
+    model: str  # the model the claim is about
+    metric: str  # the deciding metric
+    regime: str  # what the claim needs to show (depth, GAN steps, trained VGG19, data)
+    design: str  # the matrix design that tests it
+    effects: tuple[Effect, ...]
+    premise: str | None = None  # a property of the setting the claim rests on
+    gate: bool = False  # a sanity check of the setting, not a claim of the paper
+    qualitative: str = ""  # what the paper also claims that only a picture shows
+    needs: dict[str, object] = field(default_factory=dict)  # minimum regime, for the verdict
+
+
+def _esr(model: str) -> Side:
+    return Side("ESRGAN", model)
+
+
+def _flip(switch: str, model: str) -> Side:
+    return Side(SWITCHES[switch].flipped_label, model)
+
+
+def _deep(label: str) -> Side:
+    return Side(label, "psnr_model")
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "C1", "Deep trainability: x0.1 init and residual scaling",
+        "a very deep no-BN residual network stalls with plain MSRA init; x0.1 init or "
+        "beta = 0.2 each make it train; x0.1 init beats beta = 0.2; both together are "
+        "slightly better still",
+        "supplementary section 2, Fig. 4 (64 residual blocks, L1, Set5 PSNR curves)",
+        ("small_init", "beta"), "psnr_model", "psnr",
+        "depth, not width: a deep, narrow no-BN residual trunk, stage 1 (L1) only",
+        "deep",
+        (Effect("x0.1 init - plain MSRA", _deep("x0.1 init"), _deep("plain MSRA"), "psnr", +1,
+                study=DEEP_STUDY),
+         Effect("beta 0.2 - plain MSRA", _deep("beta 0.2"), _deep("plain MSRA"), "psnr", +1,
+                study=DEEP_STUDY),
+         Effect("x0.1 init - beta 0.2", _deep("x0.1 init"), _deep("beta 0.2"), "psnr", +1,
+                study=DEEP_STUDY),
+         Effect("both - x0.1 init", _deep("x0.1 init + beta 0.2"), _deep("x0.1 init"), "psnr",
+                +1, study=DEEP_STUDY, decides=False)),
+        needs={"min_depth": 32},
+    ),
+    Claim(
+        "C2", "BN removal raises PSNR",
+        "removing BatchNorm from G raises the PSNR-oriented model's PSNR and removes the "
+        "artifacts BN brings when training and test statistics differ",
+        "section 3.1; supplementary section 1 (qualitative)",
+        ("bn",), "psnr_model", "psnr",
+        "PSNR-oriented models, replicated over seeds", "default",
+        (Effect("ESRGAN - ESRGAN +BN", _esr("psnr_model"), _flip("bn", "psnr_model"), "psnr",
+                +1),),
+        qualitative="BN artifacts: shown in the crop grid only",
+    ),
+    Claim(
+        "C3", "The RRDB trunk raises PSNR",
+        "the RRDB trunk is more expressive than SRGAN's residual blocks: a higher PSNR of the "
+        "PSNR-oriented model", "section 3.1, Table 2 (RRDB_PSNR)",
+        ("rrdb",), "psnr_model", "psnr",
+        "PSNR-oriented models at equal steps, replicated over seeds", "default",
+        (Effect("ESRGAN - ESRGAN w/o RRDB", _esr("psnr_model"), _flip("rrdb", "psnr_model"),
+                "psnr", +1),),
+    ),
+    Claim(
+        "C4", "RaGAN lowers NIQE",
+        "the relativistic average discriminator gives sharper, more detailed textures than "
+        "the standard GAN", "section 3.2, Fig. 8",
+        ("ragan",), "gan_model", "niqe",
+        "enough GAN steps to move the generator, several seeds", "default",
+        (Effect("ESRGAN - ESRGAN standard GAN", _esr("gan_model"), _flip("ragan", "gan_model"),
+                "niqe", -1),),
+    ),
+    Claim(
+        "C5", "VGG features before activation",
+        "after-activation features are sparse (11.17% of conv5_4 units active on baboon for an "
+        "ImageNet VGG19), supervise weakly and give an output brightness inconsistent with the "
+        "HR image; features before activation fix both",
+        "section 3.3, Fig. 9 (brightness histogram and crop)",
+        ("vgg_before_act",), "gan_model", "niqe",
+        "a trained (ImageNet) VGG19 for the premise; the brightness part is measurable with any "
+        "VGG19", "default",
+        (Effect("ESRGAN - ESRGAN after-act VGG", _esr("gan_model"),
+                _flip("vgg_before_act", "gan_model"), "niqe", -1),
+         Effect("|brightness shift|: ESRGAN - after-act", _esr("gan_model"),
+                _flip("vgg_before_act", "gan_model"), "abs_brightness", -1, decides=False)),
+        premise="after-activation conv5_4 features are sparse (paper: 11.17% active)",
+        needs={"max_active_fraction": 0.25},
+    ),
+    Claim(
+        "C6", "Network interpolation beats image interpolation",
+        "interpolating the weights of the PSNR-oriented and the GAN model lies closer to the "
+        "lower-left of the perception-distortion plane than interpolating their images",
+        "section 3.4, Fig. 10",
+        (), "gan_model", "niqe",
+        "the two curves from the same pair of models, a GAN stage that moved the model",
+        "default",
+        (Effect("network - image NIQE at equal PSNR", _esr("gan_model"), _esr("psnr_model"),
+                "niqe", -1, kind="interpolation"),),
+    ),
+    Claim(
+        "C7", "The GAN stage trades distortion for perception",
+        "the GAN model has a better perceptual score (lower NIQE / PI) than its PSNR-oriented "
+        "model, at a cost in PSNR", "Fig. 2 (PIRM perception-distortion plane)",
+        (), "gan_model", "niqe",
+        "enough GAN steps to move the generator", "default",
+        (Effect("GAN - PSNR model NIQE", _esr("gan_model"), _esr("psnr_model"), "niqe", -1),
+         Effect("GAN - PSNR model PSNR (the cost)", _esr("gan_model"), _esr("psnr_model"),
+                "psnr", -1, decides=False)),
+    ),
+    Claim(
+        "C8", "Sanity gate: the PSNR model beats bicubic",
+        "(not a claim of the paper) a trained PSNR-oriented model must beat bicubic "
+        "upscaling on PSNR before any other effect means anything",
+        "every SR paper's table (RRDB_PSNR: Set5 32.73 dB against bicubic's 28.42)",
+        (), "psnr_model", "psnr",
+        "stage-1 steps enough to pass bicubic", "default",
+        (Effect("PSNR model - bicubic", _esr("psnr_model"), _esr("bicubic"), "psnr", +1),),
+        gate=True,
+    ),
+)
+
+BY_ID: dict[str, Claim] = {c.id: c for c in CLAIMS}
