@@ -1,20 +1,26 @@
-"""Score a folder of SR images against their HR originals.
+"""Score a folder of SR images: against their HR originals, or alone (no-reference metrics).
 
-    python -m esrgan.evaluate --sr DIR --hr DIR [--scale 4] [--metrics psnr,ssim,niqe]
-                              [--csv OUT.csv] [--iqa-weights DIR]
+    python -m esrgan.evaluate --sr DIR [--hr DIR] [--scale 4] [--crop N]
+                              [--metrics psnr,ssim,niqe] [--csv OUT.csv] [--iqa-weights DIR]
 
-Pairing: an SR file belongs to the HR file whose name (without extension) it equals, or equals
-followed by a suffix made of at most two of ``x<digits>``, ``SR``, ``rlt`` (case-insensitive),
-each optionally preceded by ``_`` or ``-``: ``baby.png`` takes ``baby.png``, ``babyx4.png``,
-``baby_x4.png``, ``baby_SR.png``, ``baby_x4_SR.png`` or ``baby_rlt.png``. Every SR file must
-match exactly one HR file and every HR file exactly one SR file.
+Pairing (with ``--hr``): an SR file belongs to the HR file whose name (without extension) it
+equals, or equals followed by a suffix made of at most two of ``x<digits>``, ``SR``, ``rlt``
+(case-insensitive), each optionally preceded by ``_`` or ``-``: ``baby.png`` takes
+``baby.png``, ``babyx4.png``, ``baby_x4.png``, ``baby_SR.png``, ``baby_x4_SR.png`` or
+``baby_rlt.png``. Every SR file must match exactly one HR file and every HR file exactly one
+SR file. With ``--hr`` both images are mod-cropped to a multiple of ``--scale`` (the HR
+convention of every benchmark) and must then have the same size.
 
-Both images are mod-cropped to a multiple of ``--scale`` (the HR convention of every
-benchmark) and must then have the same size; ``scale`` pixels are cropped from each border
-before scoring. The per-image table and the means are printed and written as CSV (default
-``<sr dir>_metrics.csv`` next to the SR folder), with a ``mean`` row and, when ``rmse`` is
-asked, a ``rmse_pooled`` row (PIRM's set RMSE). Metrics whose weights are not on disk are
-reported as missing (NaN), never 0. Errors print one line ``error: ...`` and exit with 2.
+Without ``--hr`` only no-reference metrics (niqe, ma, pi) can be asked; every image of the SR
+folder is scored as it is (no mod-crop).
+
+``--crop`` pixels (default: the scale) are removed from each border before scoring: 4 is
+PIRM's shave for x4, 0 scores the whole image as MATLAB's ``niqe(img)`` does. The per-image
+table and the means are printed and written as CSV (default ``<sr dir>_metrics.csv`` next to
+the SR folder), with a ``mean`` row and, when ``rmse`` is asked, a ``rmse_pooled`` row
+(PIRM's set RMSE). The CSV's folder is checked before anything is scored. Metrics whose
+weights are not on disk are reported as missing (NaN), never 0. Errors print one line
+``error: ...`` and exit with 2.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import pandas as pd
 from PIL import Image
 
 from esrgan.data.io import DataError, list_images, mod_crop, read_image
+from esrgan.files import atomic_write, check_output_path
 from esrgan.metrics import METRICS, evaluate_images, summarize
 
 __all__ = ["DEFAULT_METRICS", "EvaluateError", "main", "pair_images", "parse_metrics"]
@@ -116,7 +123,24 @@ def _load_pairs(
         yield mod_crop(read_image(sr_path), scale), mod_crop(read_image(hr_path), scale)
 
 
-def _header(metrics: Sequence[str], scale: int) -> str:
+def _sr_only(sr_dir: Path) -> list[tuple[str, Path]]:
+    """(name, path) of every image in the SR folder, for no-reference scoring."""
+    try:
+        files = list_images(sr_dir)
+    except DataError as exc:
+        raise EvaluateError(str(exc)) from exc
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise EvaluateError(f"SR files {seen[path.stem].name} and {path.name} in {sr_dir} "
+                                "have the same name")
+        seen[path.stem] = path
+    return [(path.stem, path) for path in files]
+
+
+def _header(metrics: Sequence[str], scale: int, crop: int | None = None,
+            reference: bool = True) -> str:
+    crop = scale if crop is None else crop
     y = [m for m in metrics if METRICS[m].channel == "Y"]
     rgb = [m for m in metrics if METRICS[m].channel == "RGB"]
     parts = []
@@ -124,33 +148,56 @@ def _header(metrics: Sequence[str], scale: int) -> str:
         parts.append(f"Y channel (MATLAB BT.601 rgb2ycbcr): {', '.join(y)}")
     if rgb:
         parts.append(f"RGB: {', '.join(rgb)}")
-    return f"x{scale}, {scale} px border cropped; " + "; ".join(parts)
+    first = f"x{scale}, mod-cropped to {scale}, " if reference else "no reference, "
+    return f"{first}{crop} px border cropped; " + "; ".join(parts)
+
+
+def _check_reference(metrics: Sequence[str], hr_dir: Path | None) -> None:
+    needing = [m for m in metrics if METRICS[m].needs_reference]
+    if hr_dir is None and needing:
+        no_ref = ", ".join(m for m in METRICS if not METRICS[m].needs_reference)
+        raise EvaluateError(f"metric(s) {', '.join(needing)} compare with the HR image: give "
+                            f"--hr HR_DIR (without it only {no_ref} can be computed)")
 
 
 def run(
     sr_dir: Path,
-    hr_dir: Path,
+    hr_dir: Path | None,
     scale: int,
     metrics: Sequence[str],
     csv_path: Path | None,
     iqa_weights: Path | None = None,
+    crop: int | None = None,
 ) -> tuple[pd.DataFrame, Path]:
-    """Score the folders; returns the CSV table (images + summary rows) and where it went."""
+    """Score the folders; returns the CSV table (images + summary rows) and where it went.
+
+    ``hr_dir`` None scores the SR images alone (no-reference metrics only, no mod-crop).
+    ``crop`` is the border removed before scoring (None: ``scale``).
+    """
     if scale < 1:
         raise EvaluateError(f"--scale must be >= 1, got {scale}")
-    pairs = pair_images(sr_dir, hr_dir)
-    _check_sizes(pairs, scale)
-    # Read lazily, one pair at a time (tee buffers a single pair since both are consumed in step).
-    for_sr, for_hr = itertools.tee(_load_pairs(pairs, scale))
-    table = evaluate_images(
-        (sr for sr, _ in for_sr),
-        (hr for _, hr in for_hr),
-        [name for name, _, _ in pairs],
-        metrics,
-        crop_border=scale,
-        iqa_weights=iqa_weights,
-        progress=True,
-    )
+    crop = scale if crop is None else crop
+    if crop < 0:
+        raise EvaluateError(f"--crop must be >= 0, got {crop}")
+    _check_reference(metrics, hr_dir)
+    if csv_path is None:
+        csv_path = sr_dir.resolve().parent / f"{sr_dir.resolve().name}_metrics.csv"
+    if hr_dir is not None:
+        pairs = pair_images(sr_dir, hr_dir)
+        _check_sizes(pairs, scale)
+        names = [name for name, _, _ in pairs]
+        # Read lazily, one pair at a time (tee buffers a single pair: both consumed in step).
+        for_sr, for_hr = itertools.tee(_load_pairs(pairs, scale))
+        sr_images: Iterator[np.ndarray] = (sr for sr, _ in for_sr)
+        hr_images: Iterator[np.ndarray | None] = (hr for _, hr in for_hr)
+    else:
+        files = _sr_only(sr_dir)
+        names = [name for name, _ in files]
+        sr_images = (read_image(path) for _, path in files)
+        hr_images = (None for _ in files)
+    check_output_path(csv_path)  # before scoring: an unwritable CSV is one error, not a loss
+    table = evaluate_images(sr_images, hr_images, names, metrics, crop_border=crop,
+                            iqa_weights=iqa_weights, progress=True)
     summary = summarize(table)
     rows = [table, summary[list(metrics)].to_frame("mean").T]
     if "rmse_pooled" in summary:
@@ -158,20 +205,25 @@ def run(
         rows.append(pooled.reindex(columns=list(metrics)))
     out = pd.concat(rows)
     out.index.name = "image"
-    if csv_path is None:
-        csv_path = sr_dir.resolve().parent / f"{sr_dir.resolve().name}_metrics.csv"
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(csv_path)
+    atomic_write(csv_path, out.to_csv().encode(), what="the table")
     return out, csv_path
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m esrgan.evaluate", description="Score SR images against HR images."
+        prog="python -m esrgan.evaluate",
+        description="Score SR images against HR images, or alone with no-reference metrics.",
     )
     p.add_argument("--sr", type=Path, required=True, help="folder of super-resolved images")
-    p.add_argument("--hr", type=Path, required=True, help="folder of ground-truth HR images")
-    p.add_argument("--scale", type=int, default=4, help="SR scale = border crop (default 4)")
+    p.add_argument("--hr", type=Path, default=None,
+                   help="folder of ground-truth HR images; when given, SR and HR are "
+                        "mod-cropped to a multiple of --scale and paired by name. Without it "
+                        "only niqe, ma, pi can be asked and images are scored as they are")
+    p.add_argument("--scale", type=int, default=4,
+                   help="SR scale: the mod-crop (with --hr) and the default --crop (default 4)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="pixels removed from each border before scoring (default: the scale; "
+                        "4 = PIRM's shave, 0 = the whole image, as MATLAB's niqe(img))")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated, from: {', '.join(METRICS)} (default psnr,ssim)")
     p.add_argument("--csv", type=Path, default=None,
@@ -189,14 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             table, csv_path = run(args.sr, args.hr, args.scale, metrics, args.csv,
-                                  args.iqa_weights)
+                                  args.iqa_weights, crop=args.crop)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except (ValueError, OSError) as exc:  # DataError, ImageReadError, MetricInputError, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     labelled = table.rename(columns={m: METRICS[m].label for m in metrics})
-    print(_header(metrics, args.scale))
+    print(_header(metrics, args.scale, args.crop, reference=args.hr is not None))
     with pd.option_context("display.max_rows", None, "display.width", 200,
                            "display.float_format", "{:.4f}".format):
         print(labelled.to_string(na_rep="n/a"))

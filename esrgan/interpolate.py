@@ -1,13 +1,16 @@
-"""Network interpolation between a PSNR-oriented and a GAN generator (PAPER.md section 4).
+"""Network interpolation between a PSNR-oriented and a GAN generator (the paper, section 3.4).
 
     python -m esrgan.interpolate PSNR.pth GAN.pth --alpha 0.2 -o OUT.pth
     python -m esrgan.interpolate PSNR.pth GAN.pth --alphas 0:1:0.2 -o OUTDIR
     python -m esrgan.interpolate PSNR.pth GAN.pth --alphas 0:1:0.2 -o 'out/net_{alpha:.1f}.pth'
 
-theta = (1 - alpha) * theta_PSNR + alpha * theta_GAN. Inputs may be in any published layout
-(see ``esrgan.weights``); every output is ours, ``{'params': ..., 'arch': ...}``. With
-``--alphas`` the output is a folder (files ``interp_alpha0.20.pth``, ...) or a pattern with
-``{alpha}``. Bad input prints one ``error:`` line and exits with status 2.
+theta = (1 - alpha) * theta_PSNR + alpha * theta_GAN. Inputs may be in any published layout,
+``.pth`` or ``.safetensors`` (see ``esrgan.weights``); ``--params`` chooses between
+``params`` and ``params_ema`` of BasicSR inputs. Every output is ours,
+``{'params': ..., 'arch': ...}``, as a safetensors file when its name ends in
+``.safetensors``, else a torch file. With ``--alphas`` the output is a folder (files
+``interp_alpha0.20.pth``, ...) or a pattern with ``{alpha}``. Every output path is checked
+before anything is computed. Bad input prints one ``error:`` line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import math
 import sys
 from pathlib import Path
 
+from esrgan.files import check_output_path
 from esrgan.weights import (
+    PARAMS_CHOICES,
     CheckpointError,
     interpolate_state,
     read_generator_checkpoint,
@@ -60,13 +65,15 @@ def output_path(output: str, alpha: float, many: bool) -> Path:
     return Path(output)
 
 
-def load_pair(psnr_path: str | Path, gan_path: str | Path) -> tuple[dict, dict, dict]:
+def load_pair(psnr_path: str | Path, gan_path: str | Path, *,
+              params: str = "auto") -> tuple[dict, dict, dict]:
     """(PSNR state, GAN state, arch) of two generator files of the same architecture.
 
+    ``params`` picks the weights of BasicSR files (``esrgan.weights.load_generator_state``).
     Raises ``CheckpointError`` when the two files are different architectures.
     """
-    state_a, arch_a = read_generator_checkpoint(psnr_path)
-    state_b, arch_b = read_generator_checkpoint(gan_path)
+    state_a, arch_a = read_generator_checkpoint(psnr_path, params=params)
+    state_b, arch_b = read_generator_checkpoint(gan_path, params=params)
     for key in arch_a:
         if key not in _IGNORED_ARCH_KEYS and arch_a[key] != arch_b.get(key):
             raise CheckpointError(
@@ -86,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--alpha", type=float, help="one alpha in [0, 1]")
     group.add_argument("--alphas", help="START:STOP:STEP, STOP included (e.g. 0:1:0.2)")
     parser.add_argument("-o", "--output", required=True,
-                        help="output file (--alpha), folder, or pattern with {alpha}")
+                        help="output file (--alpha), folder, or pattern with {alpha}; a name "
+                             "ending in .safetensors writes safetensors")
+    parser.add_argument("--params", choices=PARAMS_CHOICES, default="auto",
+                        help="which weights of BasicSR inputs with params and params_ema: auto "
+                             "(default) takes params_ema when present, else params (what "
+                             "BasicSR validates with and Real-ESRGAN runs); params = the raw "
+                             "last-iteration weights")
     args = parser.parse_args(argv)
     try:
         if args.alphas is not None:
@@ -94,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             check_alpha(args.alpha)
             alphas = [args.alpha]
-        state_a, state_b, arch = load_pair(args.psnr, args.gan)
-        for alpha in alphas:
-            path = output_path(args.output, alpha, many=args.alphas is not None)
+        paths = [output_path(args.output, alpha, many=args.alphas is not None)
+                 for alpha in alphas]
+        for path in paths:  # before any work: one clear error for an unwritable output
+            check_output_path(path)
+        state_a, state_b, arch = load_pair(args.psnr, args.gan, params=args.params)
+        for alpha, path in zip(alphas, paths, strict=True):
             params = interpolate_state(state_a, state_b, alpha)
             save_checkpoint(path, {"params": params, "arch": dict(arch)})
             print(f"alpha {alpha:.2f} -> {path}")

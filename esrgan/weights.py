@@ -2,30 +2,44 @@
 
 Every file is read with ``torch.load(..., weights_only=True)``: a file that needs to run
 Python code to load (a pickle with ``__reduce__`` tricks, a pickled class) is refused with
-``CheckpointError``, never unpickled.
+``CheckpointError``, never unpickled. ``.safetensors`` files (which hold only tensors and
+text) load too; the format is recognised from the file's content, not its name.
 
 Our generator files are BasicSR-compatible: ``{'params': state_dict, 'arch': build args}``.
-``load_generator_state`` also reads the three published layouts (PAPER.md section 7) and
-converts them to our (BasicSR) key names:
+``load_generator_state`` also reads the three published layouts (the paper's released
+models and their successors) and converts them to our (BasicSR) key names:
 
-- BasicSR ``{'params': ..., 'params_ema': ...}``: ``params_ema`` is taken when present. The
-  EMA weights are the ones BasicSR validates and releases as the final model (its own
-  inference scripts prefer them); ``params`` are the raw last-iteration weights.
+- BasicSR ``{'params': ..., 'params_ema': ...}``: ``params`` are the raw weights of the last
+  iteration, ``params_ema`` their exponential moving average (kept when training ran with
+  ``ema_decay``). Tools differ: BasicSR's ``inference_esrgan.py`` loads ``params``,
+  Real-ESRGAN's inference prefers ``params_ema``, and BasicSR validates with the EMA network
+  when it keeps one. The ``params`` argument chooses: ``'auto'`` (default) takes
+  ``params_ema`` when present, else ``params`` (what BasicSR validated and Real-ESRGAN runs);
+  ``'params'`` or ``'params_ema'`` insist on that entry.
 - xinntao/ESRGAN (2019+): ``RRDB_trunk.{i}.RDB{k}.conv{j}``, ``trunk_conv``, ``upconv1/2``,
   ``HRconv``.
 - pre-2019 ESRGAN (``RRDB_ESRGAN_x4.pth``): ``model.0``, ``model.1.sub.{i}.RDB{k}.conv{j}.0``,
   ``model.1.sub.{nb}`` (trunk conv), ``model.3``, ``model.6``, ``model.8``, ``model.10``.
 
 A plain state dict in our key names (or with DataParallel's ``module.`` prefix) loads too.
+
+Safetensors layout. A safetensors file is one flat name -> tensor table plus text metadata,
+so a checkpoint ``{'params': {...}, 'params_ema': {...}, 'arch': {...}}`` is stored as
+tensors ``params.<key>`` and ``params_ema.<key>``, with ``arch`` (and any other plain value)
+as JSON in the metadata and ``esrgan.layout`` (JSON) recording which entries were tensor
+groups and which JSON values. Reading restores the nested dict. A file without
+``esrgan.layout`` (written by other tools) is read as a flat state dict, except that keys all
+prefixed ``params.`` / ``params_ema.`` are grouped back into BasicSR's entries; its metadata
+is ignored (the architecture is inferred from the keys).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,12 +48,19 @@ import torch
 from torch import Tensor, nn
 
 from esrgan.archs.rrdbnet import Generator
+from esrgan.files import atomic_write
 
 ARCH_KEYS: tuple[str, ...] = (
     "trunk", "bn", "beta", "init_scale", "nf", "nb", "gc", "scale", "in_ch", "out_ch",
 )
 
 StateDict = dict[str, Tensor]
+
+SAFETENSORS_SUFFIX = ".safetensors"
+# Which weights of a BasicSR file to use (see the module docstring).
+PARAMS_CHOICES: tuple[str, ...] = ("auto", "params", "params_ema")
+_LAYOUT_KEY = "esrgan.layout"
+_BASICSR_GROUPS = ("params", "params_ema")
 
 
 class CheckpointError(ValueError):
@@ -54,28 +75,134 @@ class WeightsNotFound(CheckpointError):
 
 
 def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically (temp file + rename); creates folders.
+    """Write ``obj`` to ``path`` atomically (``esrgan.files.atomic_write``); creates folders.
 
-    ``obj`` should hold only tensors and plain Python values, or it will not load back with
-    ``load_checkpoint``.
+    A name ending in ``.safetensors`` writes a safetensors file (layout in the module
+    docstring: top-level tensors, dicts of tensors and JSON values); anything else is
+    ``torch.save``. ``obj`` should hold only tensors and plain Python values, or it will not
+    load back with ``load_checkpoint``. A full disk raises ``esrgan.files.NoSpaceError``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.name.endswith(SAFETENSORS_SUFFIX):
+        atomic_write(path, _to_safetensors(obj, path), what="the checkpoint")
+    else:
+        atomic_write(path, lambda f: torch.save(obj, f), what="the checkpoint")
+
+
+def _to_safetensors(obj: Any, path: Path) -> bytes:
+    from safetensors.torch import save
+
+    if not isinstance(obj, dict):
+        raise TypeError(f"{path}: a safetensors checkpoint holds a dict, not "
+                        f"{type(obj).__name__}")
+    tensors: dict[str, Tensor] = {}
+    metadata: dict[str, str] = {"format": "pt"}
+    layout: dict[str, list[str]] = {"groups": [], "values": []}
+
+    def add(key: str, tensor: Tensor) -> None:
+        if key in tensors:
+            raise ValueError(f"{path}: two tensors would be stored as {key!r}")
+        tensors[key] = tensor
+
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{path}: entry names must be strings, got {name!r}")
+        if isinstance(value, Tensor):
+            add(name, value)
+        elif isinstance(value, dict) and value and all(isinstance(v, Tensor)
+                                                       for v in value.values()):
+            layout["groups"].append(name)
+            for key, tensor in value.items():
+                add(f"{name}.{key}", tensor)
+        else:
+            if name in ("format", _LAYOUT_KEY):
+                raise ValueError(f"{path}: entry name {name!r} is reserved in safetensors "
+                                 f"metadata")
+            try:
+                metadata[name] = json.dumps(value)
+            except TypeError as exc:
+                raise TypeError(f"{path}: entry {name!r} cannot be stored in a safetensors "
+                                f"file ({exc})") from None
+            layout["values"].append(name)
+    metadata[_LAYOUT_KEY] = json.dumps(layout)
+    # safetensors refuses views and tensors that share memory: store each one on its own.
+    seen: set[tuple[int, int]] = set()
+    for key, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if ident in seen or not tensor.is_contiguous() \
+                or tensor.untyped_storage().nbytes() != tensor.nbytes:
+            tensor = tensor.contiguous().clone()
+        seen.add(ident)
+        tensors[key] = tensor
+    return save(tensors, metadata)
+
+
+def _file_kind(path: str | os.PathLike) -> str | None:
+    """'safetensors', 'torch' (zip or legacy pickle) or None, from the file's first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") \
+            <= 100_000_000:
+        return "safetensors"  # 8-byte header length, then the JSON header
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return "torch"  # torch.save's zip file, or the legacy format (a pickle stream)
+    return None
+
+
+def is_safetensors_file(path: str | os.PathLike) -> bool:
+    """True if the file starts like a safetensors file (header length, then a JSON object).
+
+    Decided by content, so a ``.pth`` that is safetensors (or the reverse) is read right.
+    """
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return _file_kind(path) == "safetensors"
+    except OSError:
+        return False
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            flat = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # SafetensorError, OSError: a truncated or damaged file
+        reason = _first_sentence(str(exc)) or type(exc).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: corrupt safetensors file ({reason})") from None
+    obj: dict[str, Any] = {}
+    if _LAYOUT_KEY in metadata:  # written here: restore exactly what was saved
+        try:
+            layout = json.loads(metadata[_LAYOUT_KEY])
+            groups = list(layout["groups"])
+            for name in layout["values"]:
+                obj[name] = json.loads(metadata[name])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: corrupt safetensors "
+                                  f"metadata ({type(exc).__name__}: {exc})") from None
+    else:  # another tool's file: flat, or BasicSR's two entries flattened with prefixes
+        prefixes = {key.split(".", 1)[0] for key in flat}
+        basicsr = bool(flat) and all("." in k for k in flat) and prefixes <= set(_BASICSR_GROUPS)
+        groups = sorted(prefixes) if basicsr else []
+        # Its metadata is its own (free text): not read as our build arguments.
+    for key, tensor in flat.items():
+        group, _, rest = key.partition(".")
+        if group in groups and rest:
+            obj.setdefault(group, {})[rest] = tensor
+        else:
+            obj[key] = tensor
+    return obj
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
-    """Load a checkpoint onto the CPU with ``weights_only=True`` (tensors and plain values).
+    """Load a checkpoint onto the CPU: a torch file with ``weights_only=True`` (tensors and
+    plain values) or a safetensors file (recognised by its content; see the module docstring).
 
     Raises ``WeightsNotFound`` for a missing file and ``CheckpointError`` for a file that would
-    execute code when unpickled ("refusing to load ...") or is not a torch file at all.
+    execute code when unpickled ("refusing to load ..."), a corrupt safetensors file, or a
+    file that is neither format.
     """
     path = Path(path)
     if not path.exists():
@@ -83,20 +210,40 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
     try:
+        kind = _file_kind(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if kind == "safetensors":
+        return _load_safetensors(path)
+    if kind is None:
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch or safetensors "
+                              f"weights file (or corrupt)")
+    try:
         with warnings.catch_warnings():
             # Harmless notice for pickles written with protocol > 2; the load is still safe.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # A file object, not the path: torch.load would pick its reader by the name.
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
         if "Weights only load failed" in text:
             raise CheckpointError(
                 f"refusing to load {path}: not a plain weights file ({_unsafe_reason(text)})"
             ) from None
-        reason = text.strip().splitlines()[0][:120] if text.strip() else type(exc).__name__
+        reason = _first_sentence(text) or type(exc).__name__
         raise CheckpointError(
             f"cannot read checkpoint {path}: not a PyTorch weights file or corrupt ({reason})"
         ) from None
+
+
+def _first_sentence(text: str, limit: int = 120) -> str:
+    """The first line of an error text, cut after its first sentence when longer than limit."""
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    if len(line) > limit and ". " in line[:limit]:
+        line = line[:line.index(". ") + 1]
+    return line[:limit]
 
 
 def _unsafe_reason(text: str) -> str:
@@ -114,28 +261,37 @@ def _unsafe_reason(text: str) -> str:
 
 
 def save_generator(path: str | os.PathLike, model: Generator) -> None:
-    """Write ``{'params': state_dict, 'arch': model.arch}`` (BasicSR-compatible) to ``path``."""
+    """Write ``{'params': state_dict, 'arch': model.arch}`` (BasicSR-compatible) to ``path``.
+
+    A ``.safetensors`` name writes a safetensors file (``params.<key>`` tensors, ``arch`` as
+    JSON metadata); any other name a torch file.
+    """
     if not hasattr(model, "arch"):
         raise TypeError(f"save_generator: {type(model).__name__} has no .arch (not a Generator)")
     params = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(path, {"params": params, "arch": dict(model.arch)})
 
 
-def load_generator_state(path_or_dict: str | os.PathLike | dict) -> StateDict:
+def load_generator_state(path_or_dict: str | os.PathLike | dict, *,
+                         params: str = "auto") -> StateDict:
     """A generator state dict in our (BasicSR) key names, from a file or an already loaded dict.
 
-    Accepts our files, BasicSR ``params``/``params_ema`` files, xinntao and pre-2019 ESRGAN
-    layouts (detected from the keys, see the module docstring). Raises ``CheckpointError``.
+    Accepts our files (torch or safetensors), BasicSR ``params``/``params_ema`` files, xinntao
+    and pre-2019 ESRGAN layouts (detected from the keys, see the module docstring). ``params``
+    ('auto', 'params', 'params_ema') picks the weights of a BasicSR file: 'auto' takes
+    ``params_ema`` when present, else ``params``. Raises ``CheckpointError``.
     """
-    return _read_generator(path_or_dict)[0]
+    return _read_generator(path_or_dict, params)[0]
 
 
-def read_generator_checkpoint(path_or_dict: str | os.PathLike | dict) -> tuple[StateDict, dict]:
+def read_generator_checkpoint(path_or_dict: str | os.PathLike | dict, *,
+                              params: str = "auto") -> tuple[StateDict, dict]:
     """(state dict in our key names, arch dict) of a generator checkpoint.
 
     The arch is the file's ``'arch'`` entry when it has one, else ``infer_arch`` of the keys.
+    ``params`` as in ``load_generator_state``.
     """
-    state, arch, source = _read_generator(path_or_dict)
+    state, arch, source = _read_generator(path_or_dict, params)
     inferred = infer_arch(state, source)
     if arch is None:
         return state, inferred
@@ -145,7 +301,24 @@ def read_generator_checkpoint(path_or_dict: str | os.PathLike | dict) -> tuple[S
     return state, {**inferred, **arch}
 
 
-def _read_generator(path_or_dict: str | os.PathLike | dict) -> tuple[StateDict, dict | None, str]:
+def _pick_params(obj: dict, source: str, params: str) -> dict:
+    """The state dict of a checkpoint: its ``params_ema``/``params`` entry or ``obj`` itself."""
+    if params not in PARAMS_CHOICES:
+        raise ValueError(f"params must be one of {', '.join(PARAMS_CHOICES)}, got {params!r}")
+    present = [k for k in _BASICSR_GROUPS if isinstance(obj.get(k), dict)]
+    if params == "auto":
+        for key in ("params_ema", "params"):
+            if key in present:
+                return obj[key]
+        return obj
+    if params not in present:
+        has = f"it has only {present[0]}" if present else "it is a plain state dict"
+        raise CheckpointError(f"{source}: no '{params}' weights in this checkpoint ({has})")
+    return obj[params]
+
+
+def _read_generator(path_or_dict: str | os.PathLike | dict,
+                    params: str = "auto") -> tuple[StateDict, dict | None, str]:
     if isinstance(path_or_dict, dict):
         obj, source = path_or_dict, "state dict"
     else:
@@ -155,13 +328,7 @@ def _read_generator(path_or_dict: str | os.PathLike | dict) -> tuple[StateDict, 
     arch = obj.get("arch")
     if arch is not None and not isinstance(arch, dict):
         raise CheckpointError(f"{source}: 'arch' entry is {type(arch).__name__}, not a dict")
-    if isinstance(obj.get("params_ema"), dict):
-        state = obj["params_ema"]
-    elif isinstance(obj.get("params"), dict):
-        state = obj["params"]
-    else:
-        state = obj
-    state = dict(state)
+    state = dict(_pick_params(obj, source, params))
     for key, value in state.items():
         if not isinstance(value, Tensor):
             raise CheckpointError(
@@ -270,17 +437,19 @@ def infer_arch(state: StateDict, source: str = "state dict") -> dict:
     }
 
 
-def load_generator(path: str | os.PathLike, **overrides: Any) -> Generator:
+def load_generator(path: str | os.PathLike, *, params: str = "auto",
+                   **overrides: Any) -> Generator:
     """Build a ``Generator`` from a checkpoint file and load its weights (any layout).
 
     The architecture comes from the file's ``'arch'`` entry, else ``infer_arch``;
-    ``overrides`` (build arguments, e.g. ``beta=0.2``) replace single entries.
+    ``overrides`` (build arguments, e.g. ``beta=0.2``) replace single entries. ``params``
+    picks the weights of a BasicSR file (see ``load_generator_state``).
     """
     unknown = sorted(set(overrides) - set(ARCH_KEYS))
     if unknown:
         raise ValueError(f"load_generator: unknown arguments {', '.join(unknown)} "
                          f"(choose from {', '.join(ARCH_KEYS)})")
-    state, arch = read_generator_checkpoint(path)
+    state, arch = read_generator_checkpoint(path, params=params)
     arch = {**arch, **overrides}
     try:
         model = Generator(**arch)
@@ -317,7 +486,7 @@ def load_into(model: nn.Module, state: StateDict, source: str) -> None:
 
 
 def interpolate_state(a: StateDict, b: StateDict, alpha: float) -> StateDict:
-    """theta = (1 - alpha) * a + alpha * b for every float tensor (PAPER.md section 4).
+    """theta = (1 - alpha) * a + alpha * b for every float tensor (the paper, section 3.4).
 
     alpha = 0 gives ``a`` and alpha = 1 gives ``b`` exactly. Non-float tensors (BatchNorm's
     ``num_batches_tracked``) are copied from ``a``. Raises ValueError for alpha outside

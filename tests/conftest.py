@@ -29,6 +29,38 @@ def shared_dir() -> Path:
     return path
 
 
+@pytest.fixture()
+def unwritable_dirs(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """Real folders that refuse new files for the user running the tests, by kind.
+
+    ``chmod 555`` stops only users without CAP_DAC_OVERRIDE (root writes anyway), so it is
+    offered only where a write into it really fails; sysfs refuses new files even to root
+    (while ``os.access`` says yes). Skips if neither works here.
+    """
+
+    def refuses(folder: Path) -> bool:
+        try:
+            (folder / "esrgan-write-test").touch()
+        except OSError:
+            return True
+        (folder / "esrgan-write-test").unlink()
+        return False
+
+    places: dict[str, Path] = {}
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if refuses(locked):
+        places["chmod 555"] = locked
+    sysfs = Path("/sys/kernel")
+    if sysfs.is_dir() and refuses(sysfs):
+        places["sysfs"] = sysfs
+    if not places:
+        pytest.skip("no unwritable folder found here")
+    yield places
+    locked.chmod(0o755)  # so that pytest can remove tmp_path
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -122,3 +122,79 @@ def test_main_default_csv_beside_sr_folder(tmp_path, capsys):
     assert "RGB: psnr_rgb, ssim_rgb" in out
     table = pd.read_csv(tmp_path / "sr_metrics.csv", index_col="image")
     assert table.loc["a", "psnr_rgb"] == pytest.approx(20 * np.log10(255 / 5), abs=1e-6)
+
+
+# ---------------------------------------------------------------- no-reference, --crop
+
+
+def test_niqe_without_hr_reproduces_matlab_whole_image(shared_dir, tmp_path):
+    from esrgan.metrics import niqe
+
+    baboon = shared_dir / "data" / "reference" / "baboon.png"
+    sr = tmp_path / "sr"
+    sr.mkdir()
+    (sr / "baboon.png").write_bytes(baboon.read_bytes())
+    csv = tmp_path / "niqe.csv"
+    proc = _run_cli("--sr", str(sr), "--metrics", "niqe", "--crop", "0", "--csv", str(csv))
+    assert proc.returncode == 0, proc.stderr
+    assert "no reference, 0 px border cropped" in proc.stdout
+    table = pd.read_csv(csv, index_col="image")
+    library = niqe(read_image(baboon), crop_border=0)
+    assert table.loc["baboon", "niqe"] == library
+    assert library == pytest.approx(5.72957338, abs=1e-3)  # MATLAB R2021a niqe(img)
+    # The default crop is the scale (PIRM's 4-pixel shave): another number.
+    assert main(["--sr", str(sr), "--metrics", "niqe", "--csv", str(tmp_path / "d.csv")]) == 0
+    shaved = pd.read_csv(tmp_path / "d.csv", index_col="image").loc["baboon", "niqe"]
+    assert shaved == pytest.approx(niqe(read_image(baboon), crop_border=4), abs=1e-9)
+    assert abs(shaved - library) > 1e-3
+
+
+def test_reference_metric_without_hr_is_one_error_line(tmp_path, capsys):
+    sr = _folder(tmp_path / "sr", ["a.png"], size=100)
+    assert main(["--sr", str(sr), "--metrics", "niqe,psnr,lpips"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: metric(s) psnr, lpips compare with the HR image: give --hr HR_DIR "
+                   "(without it only niqe, ma, pi can be computed)\n")
+    assert not (tmp_path / "sr_metrics.csv").exists()
+
+
+def test_mod_crop_only_with_hr(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    img = np.round(rng.uniform(0.1, 0.9, (41, 43, 3)) * 255) / 255
+    write_image(tmp_path / "hr" / "a.png", img[:40, :40])
+    write_image(tmp_path / "sr" / "a.png", img)  # 41x43: mod-cropped to 40x40 to pair
+    assert main(["--sr", str(tmp_path / "sr"), "--hr", str(tmp_path / "hr"),
+                 "--metrics", "psnr_rgb", "--crop", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("x4, mod-cropped to 4, 0 px border cropped")
+    assert pd.read_csv(tmp_path / "sr_metrics.csv", index_col="image").loc["a", "psnr_rgb"] \
+        == np.inf
+    assert main(["--sr", str(tmp_path / "sr"), "--hr", str(tmp_path / "hr"), "--crop", "-1"]) \
+        == 2
+    assert capsys.readouterr().err == "error: --crop must be >= 0, got -1\n"
+
+
+# ---------------------------------------------------------------- unwritable CSV
+
+
+def test_csv_under_a_file_is_one_error_before_scoring(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    hr = _folder(tmp_path / "hr", ["a.png", "b.png"])
+    sr = _folder(tmp_path / "sr", ["a.png", "b.png"])
+    Path("afile").write_text("a file")
+    assert main(["--sr", str(sr), "--hr", str(hr), "--csv", "afile/m.csv"]) == 2
+    err = capsys.readouterr().err
+    # One line, and no progress bar: nothing was scored.
+    assert err == "error: cannot write afile/m.csv: afile is a file, not a folder\n"
+
+
+def test_csv_in_an_unwritable_folder_is_one_error_before_scoring(tmp_path, unwritable_dirs):
+    hr = _folder(tmp_path / "hr", ["a.png"])
+    sr = _folder(tmp_path / "sr", ["a.png"])
+    for folder in unwritable_dirs.values():
+        csv = folder / "m.csv"
+        proc = _run_cli("--sr", str(sr), "--hr", str(hr), "--csv", str(csv))
+        assert proc.returncode == 2
+        assert proc.stderr.startswith(f"error: cannot write {csv}: folder {folder} is not "
+                                      f"writable (")
+        assert proc.stderr.count("\n") == 1 and "evaluate" not in proc.stderr, proc.stderr

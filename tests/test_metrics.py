@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from esrgan.backprojection import back_project
 from esrgan.data.imresize import imresize
-from esrgan.data.io import mod_crop, read_image
+from esrgan.data.io import mod_crop, read_image, write_image
 from esrgan.metrics import (
     METRICS,
     MetricInputError,
@@ -35,6 +40,8 @@ from esrgan.metrics import (
 from esrgan.metrics.iqa import ALEXNET_FILE, IQA_WEIGHTS_ENV, LPIPS_FILE, NRQM_FILE
 from esrgan.metrics.niqe import pristine_model
 from esrgan.metrics.pirm import pirm_region
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # HR -> MATLAB bicubic x1/4 (uint8) -> x4 (uint8), Y, crop 4: (PSNR dB, SSIM).
 BICUBIC_X4 = {"Set5": (28.431, 0.8113), "Set14": (26.092, 0.7050), "BSD100": (25.963, 0.6682)}
@@ -297,8 +304,122 @@ def test_lpips_bridge_runs_offline_with_local_files(tmp_path, monkeypatch):
     other = tmp_path / "other"
     other.mkdir()
     (other / LPIPS_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(MetricUnavailable, match="cannot be read as LPIPS weights"):
+    with pytest.raises(MetricUnavailable,
+                       match=r"^LPIPS: cannot read checkpoint .*other/LPIPS_v0\.1_alex-df73285e"
+                             r"\.pth: not a PyTorch or safetensors weights file \(or corrupt\)$"):
         lpips(sr, hr, weights_dir=other)
+
+
+class _Payload:
+    """Unpickling this creates the marker file: a stand-in for arbitrary code execution."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _lpips_heads(folder: Path, seed: int = 0) -> Path:
+    """A real LPIPS linear-weights file: random tensors of the released file's shapes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen)
+             for i, c in enumerate((64, 192, 384, 256, 256))}
+    torch.save(heads, folder / LPIPS_FILE)
+    return folder
+
+
+def _alexnet_path(torch_home: Path) -> Path:
+    path = torch_home / "hub" / "checkpoints" / ALEXNET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _planted(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """(TORCH_HOME with a malicious AlexNet file, iqa weights dir, AlexNet path, marker)."""
+    marker = tmp_path / "payload-ran"
+    alexnet = _alexnet_path(tmp_path / "torch")
+    torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11), "x": _Payload(marker)},
+               alexnet)
+    return tmp_path / "torch", _lpips_heads(tmp_path / "iqa"), alexnet, marker
+
+
+def test_planted_alexnet_file_does_not_run(tmp_path, monkeypatch):
+    torch_home, iqa, alexnet, marker = _planted(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    img = np.random.default_rng(0).random((48, 48, 3))
+    try:
+        lpips(img, img, weights_dir=iqa)
+    except Exception as exc:  # checked below, after the marker
+        error: Exception | None = exc
+    else:
+        error = None
+    assert not marker.exists(), "the planted pickle ran"
+    assert isinstance(error, MetricUnavailable), repr(error)
+    message = str(error)
+    assert message.startswith(f"LPIPS: refusing to load {alexnet}: not a plain weights file")
+    assert "\n" not in message
+
+
+def test_planted_alexnet_file_does_not_run_through_evaluate_cli(tmp_path):
+    torch_home, iqa, alexnet, marker = _planted(tmp_path)
+    rng = np.random.default_rng(1)
+    hr = np.round(rng.random((48, 48, 3)) * 255) / 255
+    write_image(tmp_path / "hr" / "a.png", hr)
+    write_image(tmp_path / "sr" / "a.png", np.clip(hr + 3 / 255, 0, 1))
+    env = {**os.environ, "TORCH_HOME": str(torch_home), "PYTHONPATH": str(REPO_ROOT)}
+    env.pop(IQA_WEIGHTS_ENV, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "esrgan.evaluate", "--sr", str(tmp_path / "sr"), "--hr",
+         str(tmp_path / "hr"), "--metrics", "psnr,lpips", "--iqa-weights", str(iqa),
+         "--csv", str(tmp_path / "m.csv")],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300)
+    assert not marker.exists(), "the planted pickle ran"
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    warnings_ = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings_) == 1 and f"refusing to load {alexnet}" in warnings_[0], proc.stderr
+    table = pd.read_csv(tmp_path / "m.csv", index_col="image")
+    assert np.isnan(table.loc["a", "lpips"]) and table.loc["a", "psnr"] > 30
+
+
+def test_truncated_alexnet_file_is_one_line(tmp_path, monkeypatch):
+    alexnet = _alexnet_path(tmp_path / "torch")
+    gen = torch.Generator().manual_seed(0)
+    torch.save({"features.0.weight": torch.rand(64, 3, 11, 11, generator=gen),
+                "features.0.bias": torch.rand(64, generator=gen)}, alexnet)
+    alexnet.write_bytes(alexnet.read_bytes()[:5000])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    img = np.random.default_rng(0).random((48, 48, 3))
+    with pytest.raises(MetricUnavailable) as info:
+        lpips(img, img, weights_dir=_lpips_heads(tmp_path / "iqa"))
+    message = str(info.value)
+    assert message.startswith(f"LPIPS: cannot read checkpoint {alexnet}: ") and "\n" not in message
+
+
+def test_lpips_equals_pyiqa_lpips_on_the_same_files(tmp_path, monkeypatch):
+    """Our AlexNet slices and heads are pyiqa's LPIPS(net='alex'): same score, same files."""
+    pytest.importorskip("pyiqa")
+    import torchvision
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(),
+               _alexnet_path(tmp_path / "torch"))  # a safe file: pyiqa may read it here
+    iqa = _lpips_heads(tmp_path / "iqa", seed=3)
+    rng = np.random.default_rng(2)
+    hr = rng.random((64, 72, 3))
+    sr = np.clip(hr + rng.normal(0, 0.1, hr.shape), 0, 1)
+    reference = LPIPS(pretrained=False, net="alex", version="0.1",
+                      pretrained_model_path=str(iqa / LPIPS_FILE)).eval()
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(sr.transpose(2, 0, 1)).float()[None],
+                             torch.from_numpy(hr.transpose(2, 0, 1)).float()[None],
+                             normalize=True).item()
+    assert expected > 0
+    assert lpips(sr, hr, weights_dir=iqa) == pytest.approx(expected, rel=1e-6)
 
 
 # ---------------------------------------------------------------- back projection

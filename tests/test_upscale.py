@@ -12,9 +12,9 @@ import torch
 
 from esrgan.archs.rrdbnet import build_generator, receptive_field
 from esrgan.data.io import read_image, to_numpy, to_tensor, write_image
-from esrgan.upscale import compile_generator, upscale
+from esrgan.upscale import compile_generator, to_uint8, upscale, upscale_to_uint8
 from esrgan.upscale import main as upscale_main
-from esrgan.weights import save_generator
+from esrgan.weights import save_checkpoint, save_generator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,3 +208,120 @@ def test_compiled_generator_matches_eager_and_compiles_once_for_all_tile_sizes()
     # bf16 rounds differently from eager bf16 (about 3 levels apart here): both are held to
     # the bf16-vs-fp32 bound of test_bf16_is_close_to_fp32_but_not_identical.
     assert 0.1 < (bf16 - eager).abs().max().item() * 255 < 8  # the compiled graph ran in bf16
+
+
+# --- the uint8 output buffer (bounded memory) ----------------------------------------------
+
+
+@pytest.mark.parametrize("tile,overlap", [(None, 0), (8, 3)])
+def test_uint8_tiles_equal_clamped_rounded_float_output(tile, overlap) -> None:
+    torch.manual_seed(5)
+    lr = torch.rand(1, 3, 19, 26)  # partial edge tiles
+    model = small(lr)
+    floats = upscale(model, lr, tile=tile, overlap=overlap)
+    u8 = upscale_to_uint8(model, lr, tile=tile, overlap=overlap)
+    assert u8.dtype == np.uint8 and u8.shape == (76, 104, 3)
+    # What the CLI wrote before: numpy's clip(round(x * 255)) of the clamped float image.
+    expected = np.clip(np.round(to_numpy(floats.clamp(0, 1)) * 255.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(u8, expected)
+    np.testing.assert_array_equal(u8, to_uint8(floats).numpy())
+    assert len(np.unique(u8)) > 100  # image-like values, and some to clamp on both sides:
+    assert (floats < 0).any() and (floats > 1).any()
+
+
+def test_cli_png_is_exactly_the_uint8_output(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    write_image(tmp_path / "lr" / "a.png", rng.random((13, 11, 3), dtype=np.float32))
+    lr = to_tensor(read_image(tmp_path / "lr" / "a.png")).unsqueeze(0)
+    model = small(lr)
+    save_generator(tmp_path / "g.pth", model)
+    assert upscale_main(["--weights", str(tmp_path / "g.pth"), "--input", str(tmp_path / "lr"),
+                         "--output", str(tmp_path / "sr"), "--tile", "5"]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "sr" / "a.png") as im:
+        written = np.asarray(im)
+    np.testing.assert_array_equal(written, upscale_to_uint8(model, lr, tile=5))
+
+
+# --- output checked before any work ----------------------------------------------------------
+
+
+def _three_inputs(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        write_image(tmp_path / "lr" / f"{name}.png", rng.random((6, 7, 3), dtype=np.float32))
+    save_generator(tmp_path / "g.pth", tiny())
+    return tmp_path / "lr"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esrgan.upscale", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_output_under_a_file_is_one_error_before_any_image(tmp_path: Path) -> None:
+    inputs = _three_inputs(tmp_path)
+    (tmp_path / "afile").write_text("a file")
+    out = tmp_path / "afile" / "sr"
+    proc = _cli("--weights", str(tmp_path / "g.pth"), "--input", str(inputs), "--output",
+                str(out))
+    assert proc.returncode == 2
+    # One line; no progress bar, no "N of 3 images failed": nothing was computed.
+    assert proc.stderr == (f"error: cannot write into {out}: {tmp_path / 'afile'} is a file, "
+                           f"not a folder\n")
+
+
+def test_unwritable_output_folder_is_one_error_before_any_image(tmp_path: Path,
+                                                                unwritable_dirs) -> None:
+    inputs = _three_inputs(tmp_path)
+    for folder in unwritable_dirs.values():
+        for out, message in [(folder, f"error: cannot write into {folder}: folder {folder} is "
+                                      f"not writable ("),
+                             (folder / "sr", f"error: cannot write into {folder / 'sr'}: cannot "
+                                             f"create folder {folder / 'sr'} (")]:
+            proc = _cli("--weights", str(tmp_path / "g.pth"), "--input", str(inputs),
+                        "--output", str(out))
+            assert proc.returncode == 2
+            assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, \
+                proc.stderr
+
+
+# --- weights as users have them: safetensors, BasicSR params / params_ema ---------------------
+
+
+def test_cli_takes_safetensors_and_chooses_params(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(6)
+    write_image(tmp_path / "lr" / "a.png", rng.random((9, 10, 3), dtype=np.float32))
+    lr = to_tensor(read_image(tmp_path / "lr" / "a.png")).unsqueeze(0)
+    model = small(lr)
+    save_generator(tmp_path / "g.safetensors", model)
+
+    def run(weights: Path, *extra: str) -> np.ndarray | None:
+        out = tmp_path / f"sr_{weights.stem}_{'_'.join(extra)}"
+        if upscale_main(["--weights", str(weights), "--input", str(tmp_path / "lr"),
+                         "--output", str(out), *extra]) != 0:
+            return None
+        return read_image(out / "a.png")
+
+    expected = to_numpy(to_uint8(upscale(model, lr)).permute(2, 0, 1).float()) / 255
+    np.testing.assert_array_equal(run(tmp_path / "g.safetensors"), expected)
+
+    # A BasicSR file whose params (the raw weights) and params_ema differ.
+    raw = small(lr)
+    with torch.no_grad():
+        for p in raw.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "basicsr.pth", {"params": raw.state_dict(),
+                                               "params_ema": model.state_dict()})
+    ema_out = to_numpy(to_uint8(upscale(model, lr)).permute(2, 0, 1).float()) / 255
+    raw_out = to_numpy(to_uint8(upscale(raw, lr)).permute(2, 0, 1).float()) / 255
+    assert np.abs(ema_out - raw_out).max() > 0.01
+    np.testing.assert_array_equal(run(tmp_path / "basicsr.pth"), ema_out)
+    np.testing.assert_array_equal(run(tmp_path / "basicsr.pth", "--params", "params_ema"),
+                                  ema_out)
+    np.testing.assert_array_equal(run(tmp_path / "basicsr.pth", "--params", "params"), raw_out)
+    capsys.readouterr()
+    assert run(tmp_path / "g.safetensors", "--params", "params_ema") is None
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'g.safetensors'}: no 'params_ema' "
+                                       f"weights in this checkpoint (it has only params)\n")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +21,12 @@ from esrgan.weights import (
     CheckpointError,
     WeightsNotFound,
     interpolate_state,
+    is_safetensors_file,
     load_checkpoint,
     load_generator,
     load_generator_state,
     load_into,
+    save_checkpoint,
     save_generator,
 )
 
@@ -252,3 +256,149 @@ def test_pixel_unshuffle_rrdbnet_is_named_not_misbuilt(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "x2.pth")
     with pytest.raises(CheckpointError, match="pixel-unshuffle RRDBNet"):
         load_generator(tmp_path / "x2.pth")
+
+
+# --- safetensors ------------------------------------------------------------------------------
+
+
+def _equal_states(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_safetensors_round_trip_detected_by_content(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model = tiny(trunk="resblock", bn=True, beta=0.5, init_scale=1.0, scale=2)
+    save_generator(tmp_path / "g.safetensors", model)
+    with safe_open(str(tmp_path / "g.safetensors"), framework="pt") as f:  # a real one
+        assert json.loads(f.metadata()["arch"]) == model.arch
+        assert all(k.startswith("params.") for k in f.keys())
+    obj = load_checkpoint(tmp_path / "g.safetensors")
+    assert set(obj) == {"params", "arch"} and obj["arch"] == model.arch
+    assert _equal_states(obj["params"], model.state_dict())
+    # The content decides, not the name: safetensors named .pth, a torch file named
+    # .safetensors.
+    shutil.copy(tmp_path / "g.safetensors", tmp_path / "really_safetensors.pth")
+    save_generator(tmp_path / "torch.pth", model)
+    shutil.copy(tmp_path / "torch.pth", tmp_path / "really_torch.safetensors")
+    for name in ("really_safetensors.pth", "really_torch.safetensors"):
+        loaded = load_generator(tmp_path / name)
+        assert loaded.arch == model.arch
+        assert _equal_states(loaded.state_dict(), model.state_dict())
+    # Plain values besides tensor groups survive too (a training-style checkpoint).
+    save_checkpoint(tmp_path / "c.safetensors", {"step": 7, "w": torch.arange(3.0),
+                                                 "opt": {"lr": [1e-4, 2e-4]}})
+    back = load_checkpoint(tmp_path / "c.safetensors")
+    assert back["step"] == 7 and back["opt"] == {"lr": [1e-4, 2e-4]}
+    assert torch.equal(back["w"], torch.arange(3.0))
+
+
+def test_safetensors_from_other_tools(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model = tiny()
+    state = model.state_dict()
+    save_file(dict(to_xinntao(state)), tmp_path / "flat.safetensors")  # no metadata at all
+    assert _equal_states(load_generator_state(tmp_path / "flat.safetensors"), state)
+    # BasicSR's two entries flattened with prefixes, as converters write them.
+    other = {k: v + 1 for k, v in state.items()}
+    flat = {**{f"params.{k}": v for k, v in other.items()},
+            **{f"params_ema.{k}": v for k, v in state.items()}}
+    save_file(flat, tmp_path / "basicsr.safetensors", metadata={"format": "pt"})
+    assert _equal_states(load_generator_state(tmp_path / "basicsr.safetensors"), state)
+    assert _equal_states(load_generator_state(tmp_path / "basicsr.safetensors",
+                                              params="params"), other)
+
+
+def test_corrupt_safetensors_is_one_checkpoint_error(tmp_path: Path) -> None:
+    save_generator(tmp_path / "g.safetensors", tiny())
+    data = (tmp_path / "g.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 1000])
+    header_len = int.from_bytes(data[:8], "little")
+    broken = bytearray(data)
+    broken[8 + header_len // 2] = ord("\x00")  # inside the JSON header
+    (tmp_path / "header.safetensors").write_bytes(bytes(broken))
+    for name in ("cut.safetensors", "header.safetensors"):
+        with pytest.raises(CheckpointError) as info:
+            load_generator(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(f"cannot read checkpoint {tmp_path / name}: corrupt "
+                                  f"safetensors file (")
+        assert "\n" not in message
+
+
+def test_vgg19_weights_from_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from esrgan.archs.vgg import VGGFeatureExtractor
+
+    random_vgg = VGGFeatureExtractor("conv2_1", weights="random", seed=3)
+    state = {f"features.{k}": v for k, v in random_vgg.features.state_dict().items()}
+    save_file(state, tmp_path / "vgg19.safetensors")
+    loaded = VGGFeatureExtractor("conv2_1", weights=tmp_path / "vgg19.safetensors")
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(loaded(x), random_vgg(x))
+
+
+# --- params / params_ema ----------------------------------------------------------------------
+
+
+def test_params_option_picks_the_right_weights(tmp_path: Path) -> None:
+    ema, raw = tiny(0).state_dict(), tiny(1).state_dict()
+    assert not torch.equal(ema["conv_first.weight"], raw["conv_first.weight"])
+    torch.save({"params": raw, "params_ema": ema}, tmp_path / "both.pth")
+    torch.save({"params": raw}, tmp_path / "raw.pth")
+    both, only = tmp_path / "both.pth", tmp_path / "raw.pth"
+    assert _equal_states(load_generator_state(both), ema)  # auto: the EMA weights
+    assert _equal_states(load_generator_state(both, params="params_ema"), ema)
+    assert _equal_states(load_generator_state(both, params="params"), raw)
+    assert _equal_states(load_generator(both, params="params").state_dict(), raw)
+    assert _equal_states(load_generator_state(only), raw)  # auto without EMA: params
+    with pytest.raises(CheckpointError) as info:
+        load_generator(only, params="params_ema")
+    assert str(info.value) == (f"{only}: no 'params_ema' weights in this checkpoint (it has "
+                               f"only params)")
+    torch.save(ema, tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match=r"no 'params' weights in this checkpoint \(it is "
+                                              r"a plain state dict\)$"):
+        load_generator_state(tmp_path / "plain.pth", params="params")
+    with pytest.raises(ValueError, match="params must be one of auto, params, params_ema"):
+        load_generator_state(both, params="ema")
+
+
+def test_interpolate_cli_params_safetensors_and_bad_output(tmp_path: Path, capsys,
+                                                          monkeypatch) -> None:
+    a_ema, a_raw = tiny(0).state_dict(), tiny(2).state_dict()
+    b_ema, b_raw = tiny(1).state_dict(), tiny(3).state_dict()
+    torch.save({"params": a_raw, "params_ema": a_ema}, tmp_path / "psnr.pth")
+    # The GAN file: BasicSR's two entries in one safetensors file (params.*, params_ema.*).
+    save_checkpoint(tmp_path / "gan.safetensors", {"params": b_raw, "params_ema": b_ema})
+    a, g = str(tmp_path / "psnr.pth"), str(tmp_path / "gan.safetensors")
+    for option, state_a, state_b in [("auto", a_ema, b_ema), ("params_ema", a_ema, b_ema),
+                                     ("params", a_raw, b_raw)]:
+        out = tmp_path / f"mid_{option}.safetensors"
+        assert interpolate_main([a, g, "--alpha", "0.5", "-o", str(out),
+                                 "--params", option]) == 0
+        assert is_safetensors_file(out)
+        assert load_checkpoint(out)["arch"] == tiny().arch
+        assert _equal_states(load_generator_state(out),
+                             interpolate_state(state_a, state_b, 0.5))
+    save_generator(tmp_path / "plain.safetensors", tiny(1))
+    p = str(tmp_path / "plain.safetensors")
+    capsys.readouterr()
+    assert interpolate_main([a, p, "--alpha", "0.5", "-o", str(tmp_path / "x.pth"),
+                             "--params", "params_ema"]) == 2
+    assert capsys.readouterr().err == (f"error: {p}: no 'params_ema' weights in this "
+                                       f"checkpoint (it has only params)\n")
+    # An output path through a regular file: said before anything is computed.
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("a file")
+    for argv, message in [
+        (["--alpha", "0.5", "-o", "afile/x.pth"],
+         "error: cannot write afile/x.pth: afile is a file, not a folder\n"),
+        (["--alphas", "0:1:0.5", "-o", "afile/sweep"],
+         "error: cannot write afile/sweep/interp_alpha0.00.pth: afile is a file, not a folder\n"),
+    ]:
+        assert interpolate_main([a, g, *argv]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == message and captured.out == ""

@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import sys
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +49,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from esrgan.files import atomic_write, check_output_dir
 
 from .datasets import (
     LR_METHOD,
@@ -127,25 +128,12 @@ def _to_uint8(img: np.ndarray, source: Path) -> np.ndarray:
     return u8
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    # Not mkstemp: its files are private (0600); a cache is data with the usual permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False))
+    atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False), what="the cache file")
 
 
 def _save_json(path: Path, obj: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+    atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode(), what="the cache index")
 
 
 def _existing_entry(
@@ -226,7 +214,7 @@ def build_cache(
     hr_files = list_images(hr_dir)
     lr_index = _lr_index(lr_root) if lr_root is not None else None
     settings = _settings(hr_dir, lr_root, scale)
-    cache.mkdir(parents=True, exist_ok=True)
+    check_output_dir(cache)  # before any decoding: one clear error for an unwritable folder
     _check_settings(cache / INDEX_NAME, settings)
     _check_settings(cache / _BUILD_NAME, settings)
     for stray in cache.glob(".*.tmp"):  # left by a killed build (renames never happened)
@@ -378,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 lr_dir=args.lr_dir, on_error=args.on_error,
                                 progress=not args.quiet)
             index = read_index(cache)
-        except (DataError, ValueError) as exc:
+        except (ValueError, OSError) as exc:  # DataError; OutputError, NoSpaceError
             print(f"error: {exc}", file=sys.stderr)
             return 1
     images = index["images"]

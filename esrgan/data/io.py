@@ -20,12 +20,15 @@ Every problem with a file (missing, not an image, truncated, unsupported mode) r
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from esrgan.files import atomic_write
+
+from .png import write_png
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
@@ -82,11 +85,12 @@ def _pil_to_float(im: Image.Image) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write a float ``[0, 1]`` image (HWC RGB or HW gray) as an 8-bit PNG.
+    """Write an image (HWC RGB or HW gray) as an 8-bit PNG.
 
-    Values are rounded to the nearest grey level and clipped. Parent folders are created, and
-    the file is written under a temporary name and renamed, so a killed process never leaves
-    a half-written PNG (this matters for the LR cache).
+    ``img`` is float in [0, 1] (rounded to the nearest grey level and clipped) or uint8
+    (written as is). Parent folders are created, and the file is written under a temporary
+    name and renamed (``esrgan.files.atomic_write``), so a killed process never leaves a
+    half-written PNG (this matters for the LR cache); a full disk raises ``NoSpaceError``.
     """
     path = Path(path)
     img = np.asarray(img)
@@ -94,20 +98,16 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
         img = img[:, :, 0]
     if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
         raise ValueError(f"write_image({path}): expected HxW or HxWx3, got shape {img.shape}")
-    if not np.issubdtype(img.dtype, np.floating):
-        raise ValueError(f"write_image({path}): expected a float image in [0, 1], got {img.dtype}")
-    if np.isnan(img).any():
-        raise ValueError(f"write_image({path}): image contains NaN")
-    u8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(u8).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if img.dtype == np.uint8:
+        u8 = img
+    elif np.issubdtype(img.dtype, np.floating):
+        if np.isnan(img).any():
+            raise ValueError(f"write_image({path}): image contains NaN")
+        u8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    else:
+        raise ValueError(
+            f"write_image({path}): expected a float image in [0, 1] or uint8, got {img.dtype}")
+    atomic_write(path, lambda f: write_png(f, u8), what="the image")
 
 
 def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:

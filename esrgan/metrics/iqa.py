@@ -1,14 +1,22 @@
-"""Bridge to pyiqa for the learned metrics: Ma et al.'s NRQM ("Ma") and LPIPS.
+"""The learned metrics: Ma et al.'s NRQM ("Ma", via pyiqa) and LPIPS (pyiqa's network).
 
-pyiqa downloads missing weight files on first use; clusters have no internet, so this bridge
+pyiqa downloads missing weight files on first use; clusters have no internet, so this module
 never lets it: it looks for the files itself and raises :class:`MetricUnavailable` (naming the
 file and the folders searched) when one is missing. Files used (pyiqa 0.1.16 names):
 
 - Ma / NRQM: ``NRQM_model.mat`` (pyiqa's weights repository, HuggingFace
-  ``chaofengc/IQA-PyTorch-Weights``).
+  ``chaofengc/IQA-PyTorch-Weights``), read by pyiqa with ``scipy.io.loadmat`` (MATLAB data:
+  no code runs on loading).
 - LPIPS (v0.1, AlexNet): ``LPIPS_v0.1_alex-df73285e.pth`` from the same repository, plus
-  torchvision's ImageNet AlexNet ``alexnet-owt-7be5be79.pth``, which torchvision itself reads
-  from ``<torch hub dir>/checkpoints/`` (``$TORCH_HOME/hub/checkpoints``).
+  torchvision's ImageNet AlexNet ``alexnet-owt-7be5be79.pth`` in torchvision's cache
+  ``<torch hub dir>/checkpoints/`` (``$TORCH_HOME/hub/checkpoints``). Both are read here
+  through ``esrgan.weights.load_checkpoint`` (``weights_only=True``, or safetensors): pyiqa's
+  ``LPIPS`` would have torchvision unpickle the AlexNet file with ``weights_only=False``
+  (a planted file there would run its code), and it builds the AlexNet trunk with the
+  ImageNet weights whatever its ``pnet_rand`` says. So the network is built here: the same
+  layers as pyiqa's ``LPIPS(net='alex', version='0.1')`` (torchvision's AlexNet ``features``
+  cut into pyiqa's five slices, pyiqa's input scaling and linear heads) and the same score.
+  An unreadable or unsafe file makes the metric unavailable with one line naming it.
 
 pyiqa's own files are looked up, in order, in the ``weights_dir`` argument, the folder named by
 the environment variable ``ESRGAN_IQA_WEIGHTS``, and pyiqa's cache
@@ -25,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
+from esrgan.weights import CheckpointError, load_checkpoint, load_into
 
 __all__ = [
     "ALEXNET_FILE",
@@ -83,7 +94,7 @@ def _alexnet_file() -> Path:
     if not path.is_file():
         raise MetricUnavailable(
             f"LPIPS needs torchvision's ImageNet AlexNet weights {ALEXNET_FILE} "
-            f"({_ALEXNET_URL}) at {path} (torchvision reads it there; set TORCH_HOME to move it); "
+            f"({_ALEXNET_URL}) at {path} (torchvision's cache; set TORCH_HOME to move it); "
             f"nothing is downloaded at run time"
         )
     return path
@@ -120,29 +131,103 @@ def ma(
         return float(model(_to_batch(img, crop_border)))
 
 
-@lru_cache(maxsize=2)
-def _lpips_model(path: str) -> torch.nn.Module:
-    from pyiqa.archs.lpips_arch import LPIPS
+# torchvision's AlexNet ``features`` (up to the last ReLU) and pyiqa's five LPIPS slices of
+# it (``features`` indices [0, 2), [2, 5), [5, 8), [8, 10), [10, 12)).
+_ALEX_CONVS = {0: (3, 64, 11, 4, 2), 3: (64, 192, 5, 1, 2), 6: (192, 384, 3, 1, 1),
+               8: (384, 256, 3, 1, 1), 10: (256, 256, 3, 1, 1)}
+_ALEX_POOLS = (2, 5)
+_ALEX_SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
+_LPIPS_CHANNELS = (64, 192, 384, 256, 256)
+# pyiqa's ScalingLayer for inputs in [-1, 1] (LPIPS v0.1).
+_LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+_LPIPS_SCALE = (0.458, 0.448, 0.450)
 
-    # pretrained=False: we load the linear layers ourselves with weights_only=True (pyiqa
-    # would unpickle them). The AlexNet trunk is loaded by torchvision from its cache.
-    model = LPIPS(pretrained=False, net="alex", version="0.1")
+
+def _alexnet_features() -> nn.Sequential:
+    """torchvision's ``alexnet().features[:12]``, allocated without initialising weights."""
+    layers: list[nn.Module] = []
+    for index in range(12):
+        if index in _ALEX_CONVS:
+            cin, cout, k, stride, pad = _ALEX_CONVS[index]
+            layers.append(nn.utils.skip_init(nn.Conv2d, cin, cout, k, stride=stride,
+                                             padding=pad))
+        elif index in _ALEX_POOLS:
+            layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+        else:
+            layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class _LPIPSAlex(nn.Module):
+    """pyiqa's ``LPIPS(net='alex', version='0.1')`` forward pass, built without any file.
+
+    The AlexNet layers keep torchvision's ``features.{i}`` names (so its file loads with the
+    usual key and shape checks); the heads keep pyiqa's ``lin{i}.model.1`` names.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _alexnet_features()
+        for i, channels in enumerate(_LPIPS_CHANNELS):
+            head = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+            self.add_module(f"lin{i}", nn.Module())
+            getattr(self, f"lin{i}").model = head
+        self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT).view(1, 3, 1, 1), False)
+        self.register_buffer("scale", torch.tensor(_LPIPS_SCALE).view(1, 3, 1, 1), False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for start, stop in _ALEX_SLICES:
+            for index in range(start, stop):
+                x = self.features[index](x)
+            out.append(x)
+        return out
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """LPIPS of images in [0, 1], (N, 3, H, W) each; returns (N,)."""
+        feats = [self._features(((2 * x - 1) - self.shift) / self.scale) for x in (a, b)]
+        total = 0
+        for i, (fa, fb) in enumerate(zip(*feats, strict=True)):
+            fa = fa / (torch.sqrt(torch.sum(fa**2, dim=1, keepdim=True)) + 1e-10)
+            fb = fb / (torch.sqrt(torch.sum(fb**2, dim=1, keepdim=True)) + 1e-10)
+            total = total + getattr(self, f"lin{i}").model((fa - fb) ** 2).mean([2, 3])
+        return total.reshape(-1)
+
+
+def _read(path: Path) -> dict:
+    """``load_checkpoint`` of a weight file; MetricUnavailable (one line) if unusable."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise MetricUnavailable(f"{path}: cannot be read as LPIPS weights ({exc})") from exc
-    if not isinstance(state, dict):
-        raise MetricUnavailable(f"{path}: not a state dict of LPIPS weights")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    # The five linear heads are registered twice (lin<i> and lins.<i>): either name will do.
-    have = {re.sub(r"^lins\.(\d)", r"lin\1", k) for k in state}
-    missing = [f"lin{i}.model.1.weight" for i in range(5) if f"lin{i}.model.1.weight" not in have]
-    if missing:
-        raise MetricUnavailable(f"{path}: not LPIPS v0.1 AlexNet weights (no {missing[0]})")
+        obj = load_checkpoint(path)
+    except CheckpointError as exc:  # unsafe, truncated, not a weights file
+        raise MetricUnavailable(f"LPIPS: {exc}") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise MetricUnavailable(f"LPIPS: {path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+@lru_cache(maxsize=2)
+def _lpips_model(path: str, alexnet_path: str) -> nn.Module:
+    model = _LPIPSAlex()
+    heads = nn.Module()  # the heads under their names in pyiqa's file, lin<i>.model.1.weight
+    for i in range(len(_LPIPS_CHANNELS)):
+        heads.add_module(f"lin{i}", getattr(model, f"lin{i}"))
+    trunk = nn.Module()  # the AlexNet layers under torchvision's names, features.<i>.*
+    trunk.features = model.features
+    state = _read(Path(path))
+    # pyiqa registers the heads twice (lin<i> and lins.<i>): either name will do.
+    state = {re.sub(r"^lins\.(\d)", r"lin\1", k): v for k, v in state.items()}
+    alexnet = _read(Path(alexnet_path))
     try:
-        model.load_state_dict(state, strict=False)  # the AlexNet trunk is not in this file
-    except RuntimeError as exc:  # shape mismatch
-        raise MetricUnavailable(f"{path}: not LPIPS v0.1 AlexNet weights ({exc})") from exc
+        # The LPIPS file may hold more (pyiqa keeps the trunk out of it); torchvision's file
+        # has the classifier too: each gives the layers built from it, checked key by key.
+        load_into(heads, {k: state[k] for k in heads.state_dict() if k in state},
+                  f"LPIPS: {path}")
+        load_into(trunk, {k: alexnet[k] for k in trunk.state_dict() if k in alexnet},
+                  f"LPIPS: {alexnet_path}")
+    except CheckpointError as exc:
+        raise MetricUnavailable(f"{exc} (not LPIPS v0.1 AlexNet weights)") from None
     return model.eval()
 
 
@@ -159,9 +244,8 @@ def lpips(
     if np.shape(sr) != np.shape(hr):
         raise ValueError(f"SR and HR shapes differ: {np.shape(sr)} vs {np.shape(hr)}")
     path = find_iqa_file(LPIPS_FILE, "LPIPS", weights_dir)
-    _alexnet_file()
-    model = _lpips_model(str(path))
+    model = _lpips_model(str(path), str(_alexnet_file()))
     with torch.no_grad():
         a = _to_batch(sr, crop_border).float()
         b = _to_batch(hr, crop_border).float()
-        return float(model(a, b, normalize=True).reshape(-1)[0])
+        return float(model(a, b)[0])
