@@ -219,6 +219,40 @@ def load_pairs(
     return pairs
 
 
+def pair_files(
+    hr_dir: str | os.PathLike, lr_dir: str | os.PathLike | None = None, scale: int = 4
+) -> list[tuple[Path, Path | None]]:
+    """(HR file, LR partner) of every HR image of ``hr_dir``, paired as ``load_pairs`` does.
+
+    The LR partner is None when ``lr_dir`` is None (``load_pair`` then makes the LR). Reads
+    no image, so a caller can check the pairing of a whole folder before any slow work and
+    then load one pair at a time with ``load_pair``. Raises ``DataError``.
+    """
+    _check_load_args(scale, "raise")
+    hr_files = list_images(hr_dir)
+    if lr_dir is None:
+        return [(path, None) for path in hr_files]
+    lr_index = _lr_index(Path(lr_dir))
+    return [(path, _lr_partner(path, lr_index, lr_dir, scale)) for path in hr_files]
+
+
+def load_pair(
+    hr_path: str | os.PathLike, lr_path: str | os.PathLike | None = None, scale: int = 4,
+    cache_dir: str | os.PathLike | None = None,
+) -> ImagePair:
+    """One pair exactly as ``load_pairs`` makes it (``on_error='raise'``).
+
+    ``lr_path=None`` makes the LR with ``make_lr`` (cached in ``cache_dir`` if given).
+    Raises ``DataError`` (or ``ImageReadError``) naming the file.
+    """
+    _check_load_args(scale, "raise")
+    lr = Path(lr_path) if lr_path is not None else None
+    cache = Path(cache_dir) if cache_dir is not None else None
+    pair = _load_pair(Path(hr_path), lr, scale, cache, "raise")
+    assert pair is not None  # on_error='raise' never skips
+    return pair
+
+
 def _check_pair(pair: ImagePair, scale: int) -> None:
     """Raise DataError unless ``pair.lr`` is exactly ``pair.hr`` / scale."""
     h, w = pair.hr.shape[:2]

@@ -20,7 +20,7 @@ from scipy.ndimage import correlate1d
 
 from esrgan.metrics.color import rgb2y
 
-__all__ = ["mse", "psnr", "quantize", "ssim"]
+__all__ = ["mse", "psnr", "quantize", "ssim", "ssim_plane"]
 
 
 def quantize(img: np.ndarray) -> np.ndarray:
@@ -82,8 +82,8 @@ def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out[r:-r, r:-r]
 
 
-def _ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
-    """MATLAB ssim_index.m on one 2-D plane in 0..255."""
+def ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
+    """MATLAB ssim_index.m on one 2-D plane in 0..255 (no crop, no colour conversion)."""
     c1 = (0.01 * 255) ** 2
     c2 = (0.03 * 255) ** 2
     g = _gaussian_1d()
@@ -104,5 +104,5 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool = Tru
         h, w = a.shape[:2]
         raise ValueError(f"image {w}x{h} (after crop) is smaller than the 11x11 SSIM window")
     if a.ndim == 2:
-        return _ssim_plane(a, b)
-    return float(np.mean([_ssim_plane(a[..., k], b[..., k]) for k in range(a.shape[2])]))
+        return ssim_plane(a, b)
+    return float(np.mean([ssim_plane(a[..., k], b[..., k]) for k in range(a.shape[2])]))
