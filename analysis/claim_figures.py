@@ -67,7 +67,7 @@ def effects_over_training(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str
     panels = []
     for claim in CLAIMS:
         for effect in claim.effects:
-            if effect.kind != "paired" or effect.metric == "abs_brightness":
+            if effect.kind != "paired" or effect.metric == "brightness_error":
                 continue
             data = trajectory(curves, runs, effect) if not curves.empty else pd.DataFrame()
             if len(data) and data["step"].nunique() >= 2:

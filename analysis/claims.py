@@ -157,11 +157,13 @@ def paired_differences(runs: pd.DataFrame, effect: Effect, set_name: str) -> pd.
 
 
 def interpolation_differences(interp: pd.DataFrame, variant: str = "ESRGAN",
-                              metric: str = "niqe") -> pd.Series:
+                              metric: str = "niqe", set_name: str = "val") -> pd.Series:
     """Per seed: mean of (network - image) ``metric`` at equal PSNR, over the network sweep's
     interior points inside the image sweep's PSNR range (the ends are the same two models)."""
     out = {}
     part = interp[(interp["variant"] == variant) & interp["method"].isin(["network", "image"])]
+    if "set" in part:
+        part = part[part["set"].fillna("val") == set_name]
     for seed, rows in part.groupby("seed"):
         curves = {}
         for method in ("network", "image"):
@@ -246,8 +248,9 @@ def decide(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
         effects = []
         for effect in claim.effects:
             if effect.kind == "interpolation":
-                diffs = (interpolation_differences(interp, effect.a.variant, effect.metric)
-                         if set_name == "val" and not interp.empty else pd.Series(dtype=float))
+                diffs = (interpolation_differences(interp, effect.a.variant, effect.metric,
+                                                   set_name)
+                         if not interp.empty else pd.Series(dtype=float))
             else:
                 diffs = paired_differences(runs, effect, set_name)
             est = estimate(diffs)

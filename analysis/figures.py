@@ -50,7 +50,7 @@ VERDICT_COLORS: dict[str, str] = {"agrees": "#2a9d4b", "opposite": "#d1495b",
 def short_substitute(text: str) -> str:
     """The head of a substitutes entry: 'random-weight VGG19 (seed 0) instead of ...' ->
     'random-weight VGG19'."""
-    head = re.split(r" instead of| \(|;", text, maxsplit=1)[0]
+    head = re.split(r" instead of| \(|;|:", text, maxsplit=1)[0]
     return head.strip().rstrip(":,")
 
 
@@ -209,7 +209,7 @@ def _err(half: float) -> float | None:
 
 
 def interpolation_figure(interp: pd.DataFrame, out_dir: str | Path, *, footer: str = "",
-                         stem: str = "interpolation") -> list[Path]:
+                         stem: str = "interpolation", set_name: str = "val") -> list[Path]:
     """Network vs image interpolation on the plane (alpha annotated), and back projection.
 
     Each curve is the mean over the interpolation runs (one per seed) at each alpha.
@@ -255,8 +255,8 @@ def interpolation_figure(interp: pd.DataFrame, out_dir: str | Path, *, footer: s
         ax.set_ylabel(metric_label(y))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)
-    title = (f"Network vs image interpolation (alpha: 0 = PSNR model, 1 = GAN model), "
-             f"mean of {n_runs} run(s)")
+    title = (f"Network vs image interpolation on set '{set_name}' (alpha: 0 = PSNR model, "
+             f"1 = GAN model), mean of {n_runs} run(s)")
     return save(fig, out_dir, stem, title, footer)
 
 
@@ -451,7 +451,12 @@ def write_all(runs: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
         for x in ("rmse", "psnr"):
             out[f"pd_plane_{x}{suffix}"] = plane_figure(runs, out_dir, x=x, set_name=set_name,
                                                         footer=footer)
-    out["interpolation"] = interpolation_figure(interp, out_dir, footer=footer)
+    interp_sets = interp["set"].fillna("val") if "set" in interp else pd.Series(dtype=str)
+    for set_name in sorted(set(interp_sets), key=lambda s: (s != "val", s)) or ["val"]:
+        part = interp[interp_sets == set_name] if len(interp) else interp
+        suffix = "" if set_name == "val" else f"_{set_name}"
+        out[f"interpolation{suffix}"] = interpolation_figure(
+            part, out_dir, footer=footer, stem=f"interpolation{suffix}", set_name=set_name)
     out["switch_effects"] = effects_figure(effects, out_dir, footer=footer)
     out["training_curves"] = curves_figure(curves, out_dir, footer=footer)
     out["crops"] = crops_figure(crops, out_dir, footer=footer)

@@ -56,7 +56,7 @@ RUN_COLUMNS: list[str] = [
 ]
 CURVE_COLUMNS: list[str] = ["run_id", "variant", "seed", "name", "step", "value", "study"]
 INTERP_COLUMNS: list[str] = ["run_id", "seed", "variant", "method", "alpha", "iterations",
-                             "metric", "value", "preset", "start_time"]
+                             "metric", "value", "preset", "start_time", "set"]
 CROP_COLUMNS: list[str] = ["run_id", "variant", "seed", "image", "tag", "path"]
 
 
@@ -200,7 +200,8 @@ def load_interpolation(source: Source | Sequence[Source], *, preset: str | None 
     """Interpolation sweeps (runs of kind 'interpolation'), one row per point and metric.
 
     ``method`` is 'network' or 'image' (one row per alpha) or 'back_projection' (alpha
-    missing, ``iterations`` set). Columns: :data:`INTERP_COLUMNS`.
+    missing, ``iterations`` set); ``set`` is 'val' or a test set. Columns:
+    :data:`INTERP_COLUMNS`.
     """
     rows = []
     for _, record in select_runs(source, preset=preset, statuses=statuses,
@@ -209,20 +210,25 @@ def load_interpolation(source: Source | Sequence[Source], *, preset: str | None 
         common = {"run_id": record.run_id, "seed": base["seed"], "variant": base["variant"],
                   "preset": base["preset"], "start_time": base["start_time"]}
         result = record.result if isinstance(record.result, Mapping) else {}
-        for method in ("network", "image"):
-            for point in result.get(method) or []:
-                if not isinstance(point, Mapping) or _number(point.get("alpha")) is None:
-                    continue
-                for metric, value in _point_metrics(point):
-                    rows.append({**common, "method": method, "alpha": float(point["alpha"]),
-                                 "iterations": math.nan, "metric": metric, "value": value})
+        others = result.get("sets") if isinstance(result.get("sets"), Mapping) else {}
+        for set_name, curves in [("val", result), *others.items()]:
+            if not isinstance(curves, Mapping):
+                continue
+            for method in ("network", "image"):
+                for point in curves.get(method) or []:
+                    if not isinstance(point, Mapping) or _number(point.get("alpha")) is None:
+                        continue
+                    for metric, value in _point_metrics(point):
+                        rows.append({**common, "method": method, "set": str(set_name),
+                                     "alpha": float(point["alpha"]), "iterations": math.nan,
+                                     "metric": metric, "value": value})
         back = result.get("back_projection")
         if isinstance(back, Mapping):
             iterations = _number(back.get("iterations"))
             for metric, value in _point_metrics(back):
                 rows.append({**common, "method": "back_projection", "alpha": math.nan,
                              "iterations": math.nan if iterations is None else iterations,
-                             "metric": metric, "value": value})
+                             "metric": metric, "value": value, "set": "val"})
     return _frame(rows, INTERP_COLUMNS)
 
 

@@ -365,6 +365,7 @@ def _figure_md(written: dict[str, list[Path]], key: str, folder_name: str = "fig
     text = f"![{key}]({folder_name}/{png.name})"
     link = f" ([SVG]({folder_name}/{svg.name}))" if svg else ""
     base = re.sub(r"_(?!rmse$|psnr$)[^_]+$", "", key) if key.startswith("pd_plane") else key
+    base = "interpolation" if key.startswith("interpolation") else base
     return f"{text}\n\n{FIGURE_TEXT.get(base, '')}{link}"
 
 
@@ -412,6 +413,10 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
             md += [figure, ""]
     md += ["## Network vs image interpolation", ""]
     md += [_figure_md(written, "interpolation") or "No interpolation run in the store.", ""]
+    for key in [k for k in written if k.startswith("interpolation_")]:
+        figure = _figure_md(written, key)
+        if figure:
+            md += [figure, ""]
     md += ["## Effect of each paper change", ""]
     md += [_figure_md(written, "switch_effects") or "Nothing to compare.", ""]
     panels = tables.effect_panels(effects)

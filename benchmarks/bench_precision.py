@@ -1,9 +1,10 @@
 """The bf16 quality guard (not a test): python benchmarks/bench_precision.py [--presets tiny cpu]
 
 For each preset, real runs of experiments/run.py with the same seed and steps: plain fp32,
-``precision=bf16`` and ``precision=bf16-losses`` (G in fp32, VGG19 and D in bf16), both bf16
-ones with ``channels_last=True``, all with ``vgg_weights=random``
-(the ImageNet file is not on this machine). Prints the validation PSNR-Y of the PSNR-oriented
+full bf16 (``precision1=bf16 precision2=bf16``) and the mixed setting (stage 1 in bf16, stage 2
+``bf16-losses``: G in fp32, VGG19 and D in bf16), both bf16 ones with ``channels_last=True``,
+all with ``vgg_weights=random`` (a random VGG19 has the ImageNet one's cost; no file needed).
+Prints the validation PSNR-Y of the PSNR-oriented
 (stage 1) and the GAN (stage 2) generator of each, their difference against the guard
 (|bf16 - fp32| <= 0.05 dB; validation metrics are always computed in fp32), and the training
 seconds of each stage with the speed-up. About 30 s for tiny, 8 min for cpu on 2 cores;
@@ -24,9 +25,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN = REPO_ROOT / "experiments" / "run.py"
 GUARD_DB = 0.05
-PATHS = {"fp32": ["precision=fp32", "channels_last=False"],
-         "bf16 + channels_last": ["precision=bf16", "channels_last=True"],
-         "bf16-losses + CL": ["precision=bf16-losses", "channels_last=True"]}
+PATHS = {"fp32": ["precision1=fp32", "precision2=fp32", "channels_last=False"],
+         "bf16 + channels_last": ["precision1=bf16", "precision2=bf16", "channels_last=True"],
+         "bf16 / bf16-losses + CL": ["precision1=bf16", "precision2=bf16-losses",
+                                     "channels_last=True"]}
 
 
 def run(preset: str, switches: list[str], folder: Path) -> dict:

@@ -63,7 +63,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +77,7 @@ from tqdm import tqdm
 from esrgan.data.datasets import load_pair, pair_files
 from esrgan.data.imresize import imresize
 from esrgan.data.io import DataError, to_numpy, to_tensor
+from esrgan.files import atomic_write, check_output_dir
 from esrgan.metrics import METRICS, MetricInputError, MetricUnavailable
 from esrgan.metrics.color import YCBCR_MATRIX, rgb2y
 from esrgan.metrics.psnr_ssim import ssim_plane
@@ -400,29 +400,6 @@ def to_markdown(result: BenchmarkResult, table: pd.DataFrame, notes: Sequence[st
 # --- files --------------------------------------------------------------------------------
 
 
-def _check_writable(out_dir: Path) -> None:
-    """Create ``out_dir`` and prove a file can be written there (OSError otherwise)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as exc:
-        raise OSError(f"output folder {out_dir} is not writable "
-                      f"({exc.strerror or type(exc).__name__})") from None
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(out_dir: Path, result: BenchmarkResult, table: pd.DataFrame,
                   markdown: str, row: str | None) -> list[Path]:
     """Write benchmark.md, benchmark.csv and per_image.csv into ``out_dir``; their paths."""
@@ -432,9 +409,11 @@ def write_outputs(out_dir: Path, result: BenchmarkResult, table: pd.DataFrame,
     summary.insert(0, "method", result.label)
     summary.index.name = "set"
     paths = [out_dir / "benchmark.md", out_dir / "benchmark.csv", out_dir / "per_image.csv"]
-    _write_text(paths[0], markdown)
-    _write_text(paths[1], summary.to_csv(na_rep="n/a", float_format="%.6f"))
-    _write_text(paths[2], result.per_image.to_csv(na_rep="n/a", float_format="%.6f"))
+    atomic_write(paths[0], markdown.encode(), what="the table")
+    atomic_write(paths[1], summary.to_csv(na_rep="n/a", float_format="%.6f").encode(),
+                 what="the table")
+    atomic_write(paths[2], result.per_image.to_csv(na_rep="n/a", float_format="%.6f").encode(),
+                 what="the table")
     return paths
 
 
@@ -581,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row = {"auto": "Bicubic" if bicubic else "RRDB_PSNR", "none": None}.get(
             args.published, args.published)
         out_dir = args.out or DEFAULT_OUT_ROOT / ("bicubic" if bicubic else args.weights.stem)
-        _check_writable(out_dir)
+        check_output_dir(out_dir)
         result = run_benchmark(sets, model, scale=scale, label=label, tile=args.tile,
                                overlap=args.tile_overlap, metrics=metrics,
                                convention=args.convention, device=device,

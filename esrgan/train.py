@@ -28,9 +28,9 @@ ranks, and only rank 0 validates and writes the checkpoint (every rank resumes f
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from esrgan.speed import (
     loss_network_precision,
     mark_step_begin,
 )
+from esrgan.weights import CheckpointError, load_checkpoint, save_checkpoint
 
 LogFn = Callable[[str, float, int], None]
 ValidateFn = Callable[[nn.Module, int], dict[str, float]]
@@ -178,17 +179,49 @@ def gan_step(nets: GanNets, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
+    """The checkpoint written atomically (a kill or a full disk never leaves half a file)."""
     if not distributed.is_main():
         return  # one writer; every rank holds the same state
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill during the save never leaves a half-written checkpoint
+    save_checkpoint(path, obj)
 
 
-def _load_checkpoint(path: Path) -> dict | None:
-    """The checkpoint at ``path`` (None if absent); under DDP every rank must read rank 0's."""
-    state = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+class CheckpointSetAside(UserWarning):
+    """A checkpoint that could not be read was renamed and its stage starts over."""
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Rename an unreadable file to ``NAME.unreadable-<time>`` (kept for inspection) and warn."""
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(aside)
+    warnings.warn(f"{reason}; set aside as {aside.name}, and its stage starts over",
+                  CheckpointSetAside, stacklevel=3)
+    return aside
+
+
+def _readable_checkpoint(path: Path, parts: Iterable[str]) -> dict | None:
+    """The checkpoint at ``path`` if it holds every part, else None (set aside if present)."""
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path)
+        if not isinstance(state, dict) or "step" not in state:
+            raise CheckpointError(f"{path}: not a training checkpoint (no step)")
+        missing = [p for p in (*parts, "rng") if p not in state]
+        if missing:
+            raise CheckpointError(f"{path}: not a checkpoint of this stage (no {missing[0]})")
+        int(state["step"])
+    except CheckpointError as exc:
+        set_aside(path, str(exc))
+        return None
+    return state
+
+
+def _load_checkpoint(path: Path, parts: Iterable[str] = ()) -> dict | None:
+    """The checkpoint at ``path`` (None if absent or unreadable: rank 0 sets an unreadable one
+    aside); under DDP every rank must read rank 0's."""
+    usable = distributed.from_main(
+        _readable_checkpoint(path, parts) is not None if distributed.is_main() else None)
+    state = load_checkpoint(path) if usable else None
     mine = None if state is None else int(state["step"])
     step = distributed.from_main(mine)
     if mine != step:
@@ -335,8 +368,12 @@ def _adam(params: Any, lr: float, settings: StageSettings,
 
 
 def _resume(checkpoint: Path | None, parts: dict[str, Any]) -> int:
-    """Load every part from ``checkpoint`` (if it exists) and the RNG state; the step reached."""
-    state = _load_checkpoint(checkpoint) if checkpoint else None
+    """Load every part from ``checkpoint`` (if it exists) and the RNG state; the step reached.
+
+    A checkpoint that cannot be read (truncated, tampered, of another stage) is set aside
+    with a warning naming it, and the stage starts over from step 0.
+    """
+    state = _load_checkpoint(checkpoint, parts) if checkpoint else None
     if state is None:
         return 0
     for name, part in parts.items():

@@ -43,7 +43,6 @@ from esrgan.data import (
 )
 from esrgan.losses import PerceptualLoss
 from esrgan.losses.perceptual import active_fraction
-from esrgan.speed import generator_precision
 from esrgan.train import GanWeights, StageSettings
 from experiments.presets import EMBEDDED_TEST
 
@@ -53,12 +52,13 @@ SMALL_INIT_SCALE = 0.1  # the paper's small init: MSRA init scaled by 0.1 (secti
 STAGE1_KEYS = (
     "rrdb", "bn", "beta", "small_init", "nf", "nb", "nb_resblock", "gc", "scale",
     "steps1", "lr1", "lr_decay_at1", "lr_gamma", "adam_betas", "batch", "patch",
-    "train_hr", "train_lr", "stage1_seed", "precision", "channels_last",
+    "train_hr", "train_lr", "stage1_seed", "precision1", "channels_last",
 )
 # Keys that never change what is computed (where, how fast, how often it is shown).
 NON_SEMANTIC_KEYS = (
     "device", "num_workers", "resume", "fresh", "work_dir", "progress", "log_every",
-    "val_every", "ckpt_every", "test_sets", "val_crops", "interp_alphas", "bp_iterations",
+    "val_every1", "val_every2", "ckpt_every", "test_sets", "val_crops", "interp_alphas",
+    "bp_iterations",
     "compile", "adam",  # same maths, other kernels (float rounding aside)
     "study",  # a label for the analysis
 )
@@ -143,10 +143,10 @@ def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
         lr_gamma=float(cfg["lr_gamma"]),
         adam_betas=(float(cfg["adam_betas"][0]), float(cfg["adam_betas"][1])),
         ckpt_every=int(cfg["ckpt_every"]),
-        val_every=int(cfg["val_every"]),
+        val_every=int(cfg[f"val_every{stage}"]),
         log_every=max(1, int(cfg["log_every"])),
         num_workers=int(cfg["num_workers"]),
-        precision=str(cfg["precision"]),
+        precision=str(cfg[f"precision{stage}"]),
         channels_last=bool(cfg["channels_last"]),
         compile=str(cfg["compile"]),
         adam=str(cfg["adam"]),
@@ -209,6 +209,18 @@ def loader(data: PatchDataset, settings: StageSettings, start: int,
                        rank=rank, world_size=world, pin_memory=device.type == "cuda")
 
 
+def disk_needed(cfg: Mapping[str, Any]) -> int:
+    """Bytes a run writes at most at once: its checkpoints, their temporary copies (a file is
+    replaced only once its new version is complete), the generator files and their copies in
+    the file store, plus a margin for images and records."""
+    g = sum(p.numel() for p in make_generator(cfg, seed=0).parameters())
+    d = sum(p.numel() for p in make_discriminator(cfg, seed=0).parameters()) \
+        if int(cfg["steps2"]) > 0 else 0
+    checkpoint = 4 * 3 * (g + d)  # fp32 weights + Adam's two moments
+    generators = 4 * g * 5  # stage-1 cache, G_psnr, G_gan and the file store's copies
+    return 2 * checkpoint + generators + 20_000_000
+
+
 def _digest(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -216,9 +228,7 @@ def _digest(obj: Any) -> str:
 
 def stage1_key(cfg: Mapping[str, Any]) -> str:
     """Hash of exactly the settings that decide the stage-1 model."""
-    values = {k: cfg.get(k) for k in STAGE1_KEYS}
-    values["precision"] = generator_precision(str(values["precision"]))  # stage 1 has only G
-    return _digest(values)
+    return _digest({k: cfg.get(k) for k in STAGE1_KEYS})
 
 
 def cell_key(cfg: Mapping[str, Any]) -> str:

@@ -28,11 +28,16 @@ global batch. Only rank 0 attaches observers, writes checkpoints and evaluates.
 from __future__ import annotations
 
 import csv
+import fcntl
+import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,7 @@ from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import write_image  # noqa: E402
 from esrgan.evaluation import bicubic_images, center_crop, score, super_resolve  # noqa: E402
+from esrgan.files import OutputError  # noqa: E402
 from esrgan.train import TrainingDiverged, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
 from experiments import build, presets  # noqa: E402
@@ -223,48 +229,58 @@ def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
 
     Needs the cell trained first (its generators in ``work_dir/stage2/<cell key>/``).
     Network: theta = (1 - a) theta_PSNR + a theta_GAN; image: (1 - a) SR_PSNR + a SR_GAN.
-    Plus back projection (``bp_iterations``) applied to the GAN model's output.
+    Scored on the validation set (the result's top level, and the curves logged) and on
+    every test set (``result['sets'][name]``). Plus back projection (``bp_iterations``)
+    applied to the GAN model's output on the validation set.
     """
     device = build.device(cfg)
     if not distributed.is_main():
         return {"rank": distributed.rank()}  # evaluation only: nothing to share out
     scale = int(cfg["scale"])
     meta = run_meta(cfg, "interpolation")
-    folder = Path(cfg["work_dir"]) / "stage2" / meta["cell_key"]
+    work = Path(cfg["work_dir"])
+    folder = work / "stage2" / meta["cell_key"]
     paths = [folder / "G_psnr.pth", folder / "G_gan.pth"]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{missing[0]} not found: train this configuration first "
                                 "(experiments/run.py with the same settings)")
-    sink.run.info["esrgan"] = {**meta, "vgg": cfg["vgg_weights"]}
-    val = build.val_pairs(cfg, cache_dir=Path(cfg["work_dir"]) / "lr_cache")
+    sink.run.info["esrgan"] = {**meta, "vgg": cfg["vgg_weights"], "study": cfg["study"]}
+    sets = {"val": build.val_pairs(cfg, cache_dir=work / "lr_cache"),
+            **{build.test_set_name(f): build.load_test_set(f, scale, work / "lr_cache")
+               for f in cfg["test_sets"]}}
     metric_names = list(cfg["val_metrics"])
     theta_psnr, theta_gan = (load_generator_state(p) for p in paths)
     generator = build.make_generator(cfg, seed=0).to(device)
     generator.load_state_dict(theta_psnr)
-    sr_psnr = super_resolve(generator, val, device)
+    sr_psnr = {name: super_resolve(generator, pairs, device) for name, pairs in sets.items()}
     generator.load_state_dict(theta_gan)
-    sr_gan = super_resolve(generator, val, device)
-    result: dict[str, Any] = {"network": [], "image": []}
+    sr_gan = {name: super_resolve(generator, pairs, device) for name, pairs in sets.items()}
+    curves: dict[str, dict[str, list]] = {name: {"network": [], "image": []} for name in sets}
     for alpha in tqdm(list(cfg["interp_alphas"]), desc="interpolation",
                       disable=not cfg["progress"]):
         alpha = float(alpha)
         generator.load_state_dict(interpolate_state(theta_psnr, theta_gan, alpha))
-        net = score(super_resolve(generator, val, device), val, metric_names, scale)
-        blend = [(1 - alpha) * a + alpha * b for a, b in zip(sr_psnr, sr_gan, strict=True)]
-        img = score(blend, val, metric_names, scale)
-        result["network"].append({"alpha": alpha, **net})
-        result["image"].append({"alpha": alpha, **img})
-        for name, value in net.items():
-            sink.log(f"interp_network_{name}", value, round(alpha * 100))
-        for name, value in img.items():
-            sink.log(f"interp_image_{name}", value, round(alpha * 100))
+        for name, pairs in sets.items():
+            net = score(super_resolve(generator, pairs, device), pairs, metric_names, scale)
+            blend = [(1 - alpha) * a + alpha * b
+                     for a, b in zip(sr_psnr[name], sr_gan[name], strict=True)]
+            img = score(blend, pairs, metric_names, scale)
+            curves[name]["network"].append({"alpha": alpha, **net})
+            curves[name]["image"].append({"alpha": alpha, **img})
+            if name == "val":
+                for metric, value in net.items():
+                    sink.log(f"interp_network_{metric}", value, round(alpha * 100))
+                for metric, value in img.items():
+                    sink.log(f"interp_image_{metric}", value, round(alpha * 100))
     iterations = int(cfg["bp_iterations"])
+    val = sets["val"]
     refined = [np.clip(back_project(sr, pair.lr, scale, iterations), 0, 1)
-               for sr, pair in zip(sr_gan, val, strict=True)]
-    result["back_projection"] = {"iterations": iterations,
-                                 **score(refined, val, metric_names, scale)}
-    return result
+               for sr, pair in zip(sr_gan["val"], val, strict=True)]
+    return {**curves["val"],
+            "back_projection": {"iterations": iterations,
+                                **score(refined, val, metric_names, scale)},
+            "sets": {name: c for name, c in curves.items() if name != "val"}}
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,6 +302,8 @@ def guarded(work: Callable[[Mapping[str, Any], Sink], dict[str, Any]], config: d
     torch.manual_seed(int(cfg["seed"]))
     try:
         return work(cfg, Sink(run))
+    except OutputError as e:  # its message is the whole story already
+        raise RunError(str(e)) from None
     except KNOWN_ERRORS as e:
         raise RunError(f"{type(e).__name__}: {e}") from None
     finally:
@@ -308,6 +326,50 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -
         raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
 
 
+def check_disk(cfg: Mapping[str, Any], stores: StoreTargets) -> None:
+    """Refuse to start when the work folder or the file store lacks the space a run needs."""
+    needed = build.disk_needed(cfg)
+    for folder in (Path(cfg["work_dir"]), stores.runs):
+        existing = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
+        if existing is None:
+            continue
+        free = shutil.disk_usage(existing).free
+        if free < needed:
+            raise RunError(f"no space left on device: {folder} has {free / 1e6:.0f} MB free, "
+                           f"this run needs about {needed / 1e6:.0f} MB (the checkpoints and "
+                           f"their temporary copies)")
+
+
+@contextmanager
+def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterator[None]:
+    """Hold ``<work_dir>/locks/<kind>-<cell key>.lock`` while this process runs the cell.
+
+    A second process with the same command waits for the first, then finds the cell
+    COMPLETED in the store and exits (a retried job array, two identical commands).
+    """
+    key = build.cell_key(cfg)
+    path = Path(cfg["work_dir"]) / "locks" / f"{kind}-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            print(f"{kind} {key} is being run by {holder} (lock {path}): waiting for it",
+                  flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            skip_if_completed(cfg, kind, stores)  # the other process finished it
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def make_experiment(stores: StoreTargets | None = None) -> Experiment:
     """The Sacred experiment, its config, presets and commands, checked against ``stores``.
 
@@ -315,6 +377,7 @@ def make_experiment(stores: StoreTargets | None = None) -> Experiment:
     and no observer is attached.
     """
     ex = Experiment("esrgan", save_git_info=False)
+    held = ExitStack()  # the cell lock, held until the process ends
     ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: last state only
     ex.config(presets.base)
     for fn in presets.NAMED.values():
@@ -337,6 +400,9 @@ def make_experiment(stores: StoreTargets | None = None) -> Experiment:
         if stores is not None:
             kind = "interpolation" if command_name == "interpolate" else "cell"
             skip_if_completed(merged, kind, stores)
+            if distributed.launch_rank() == 0:  # torchrun workers follow rank 0
+                check_disk(merged, stores)
+                held.enter_context(cell_lock(merged, kind, stores))
         return updates
 
     @ex.main
@@ -355,16 +421,25 @@ def command_line(argv: list[str]) -> None:
     """``python experiments/run.py ...``: the stores from argv, observers, then Sacred."""
     from experiments.store.observer import ignore_sacred_store_options, observers_for
 
+    # A warning is one line for the user (the message says what and where), not a source line.
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+
     try:
         stores, rest = store_targets.from_argv(argv)
         ex = make_experiment(stores)
         observed = not any(a.startswith("print_") for a in rest)  # print_config: no run
         if observed and distributed.launch_rank() == 0:  # a torchrun worker logs nothing
             ex.observers.extend(observers_for(stores))
-    except (MongoUnavailable, ValueError) as exc:
+    except (MongoUnavailable, ValueError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
     ignore_sacred_store_options(ex)  # Sacred's -F/-m are in `stores` already
-    ex.run_commandline(rest)
+    try:
+        ex.run_commandline(rest)
+    except KeyboardInterrupt:
+        # Sacred has stored the run as INTERRUPTED; the training saved its last checkpoint
+        print("interrupted: the checkpoints are saved; run the same command to resume",
+              file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """The stage-1 cache: one PSNR-oriented model per stage-1 key, shared by every run that agrees
 on the generator switches and the stage-1 settings (``build.STAGE1_KEYS``).
 
-    <work_dir>/stage1/<key>/generator.pth    the trained model (written last: it marks "done")
     <work_dir>/stage1/<key>/record.json      its validation, steps, seconds and training curves
+    <work_dir>/stage1/<key>/generator.pth    the trained model (written last: it marks "done")
     <work_dir>/stage1/<key>/checkpoint.pth   the training checkpoint (a killed run resumes here)
     <work_dir>/stage1/<key>.lock             held while one process trains or reads the entry
 
 Two cells that need the same model at once: the second waits for the lock, then reuses it.
-Under torchrun rank 0 locks, decides and writes for every rank.
+Both files are written atomically, the record first, so a kill or a full disk never leaves an
+entry that looks done but cannot be read; an entry that cannot be read anyway (a damaged
+file) is set aside with a warning naming it, and the model is trained again. Under torchrun
+rank 0 locks, decides and writes for every rank.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any, Protocol
 import torch
 
 from esrgan import distributed
-from esrgan.train import train_psnr
-from esrgan.weights import load_generator_state, save_generator
+from esrgan.files import atomic_write
+from esrgan.train import set_aside, train_psnr
+from esrgan.weights import CheckpointError, load_generator_state, save_generator
 from experiments import build
 
 
@@ -62,10 +66,11 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], An
     main = distributed.is_main()
     with file_lock(work / "stage1" / f"{key}.lock") if main else nullcontext():
         generator = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
-        if distributed.from_main(done.exists() and not cfg["fresh"]):
-            generator.load_state_dict(load_generator_state(done))
-            record = json.loads((folder / "record.json").read_text())
-            for name, value, step in record["scalars"]:
+        cached = _cached(folder) if main and not cfg["fresh"] else None
+        if distributed.from_main(cached is not None):
+            state, record = cached if main else (load_generator_state(done), {})
+            generator.load_state_dict(state)
+            for name, value, step in record.get("scalars", []):
                 sink.log(name, value, step)
             record["reused"] = True
             return generator.to(device), record
@@ -79,7 +84,32 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], An
                   "steps": outcome.steps, "resumed_from": outcome.resumed_from,
                   "scalars": [s for s in sink.scalars if s[0].startswith("stage1_")]}
         if main:
+            atomic_write(folder / "record.json", json.dumps(record).encode(), what="the record")
             save_generator(done, generator)
-            (folder / "record.json").write_text(json.dumps(record))
         record["reused"] = False
         return generator, record
+
+
+def _cached(folder: Path) -> tuple[dict, dict] | None:
+    """(generator state, record) of a finished cache entry; None when there is none.
+
+    An entry whose files cannot be read is set aside (``*.unreadable-<time>``) with a warning.
+    """
+    done, record_file = folder / "generator.pth", folder / "record.json"
+    if not done.exists():
+        return None
+    try:
+        state = load_generator_state(done)
+    except CheckpointError as exc:
+        set_aside(done, str(exc))
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+        if not isinstance(record, dict) or "scalars" not in record:
+            raise ValueError("not a stage-1 record")
+    except (OSError, ValueError) as exc:
+        set_aside(done, f"{record_file} cannot be read ({exc})")
+        if record_file.exists():
+            set_aside(record_file, f"{record_file} cannot be read")
+        return None
+    return state, record

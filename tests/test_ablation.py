@@ -129,3 +129,36 @@ def test_printed_commands_complete_the_matrix_and_rerun_nothing(tmp_path: Path,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "already COMPLETED" in proc.stdout, proc.stdout
     assert sorted(p.name for p in runs.iterdir()) == folders
+
+
+def test_tiny_default_ablation_decides_the_ledger(tmp_path: Path) -> None:
+    """`make ablation PRESET=tiny` (its two commands, run where the test says): the default
+    design, then the report that opens with the claims ledger."""
+    runs = tmp_path / "runs"
+    env = {**os.environ, "ESRGAN_RUNS": str(runs)}
+    t0 = time.monotonic()
+    proc = subprocess.run([*MATRIX, "run", "default", "--preset", "tiny", "--jobs", "2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis.report", "--store", str(runs), "--preset", "tiny",
+         "--name", "tiny", "--out", str(tmp_path / "reports")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    minutes = (time.monotonic() - t0) / 60
+    assert minutes < 5, f"make ablation PRESET=tiny took {minutes:.1f} min"
+    folder = tmp_path / "reports" / "tiny"
+    index = (folder / "index.md").read_text()
+    ledger = index.split("## The claims ledger", 1)[1].split("\n## ", 1)[0]
+    assert index.index("## The claims ledger") < index.index("## Scale of these runs")
+    for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"):
+        assert f"**{claim}**" in ledger
+    assert "test: verdict" in ledger and "val: verdict" in ledger
+    assert "the deep trunk has 8 blocks; the claim needs >= 32" in ledger  # C1 at tiny depth
+    assert "units are active after the ReLU with the random VGG19" in ledger  # C5's premise
+    assert "premise not met" in ledger
+    claims = (folder / "tables" / "claims.csv").read_text()
+    assert claims.count("\nC") >= 2 * 10  # every effect on val and test
+    for name in ("claims_over_training", "c1_deep_trainability", "crops", "interpolation"):
+        assert (folder / "figures" / f"{name}.png").stat().st_size > 1000, name
+    assert "## At paper scale" in index and "GPU-hours" in index

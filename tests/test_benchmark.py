@@ -151,7 +151,7 @@ def test_bad_input_gives_one_error_line(case, two_images, tmp_path, capsys):
     expect = {
         "missing_dir": "folder", "bad_pair": "expected NAME=DIR", "unsafe_weights":
         "refusing to load", "bad_image": "not a readable image", "unwritable_out":
-        "not writable", "unknown_option": "unrecognized arguments",
+        "is a file, not a folder", "unknown_option": "unrecognized arguments",
     }[case]
     if case == "missing_dir":
         args[1] = f"Set5={tmp_path / 'nowhere'}"

@@ -142,5 +142,5 @@ def test_a_decoded_cache_is_a_training_folder(tmp_path) -> None:
 
 def test_bf16_is_listed_as_a_departure_from_the_paper() -> None:
     assert not any("bf16" in s for s in presets.substitutes(config()))  # tiny: fp32
-    (line,) = [s for s in presets.substitutes(config(precision="bf16-losses")) if "bf16" in s]
+    (line,) = [s for s in presets.substitutes(config(precision2="bf16-losses")) if "bf16" in s]
     assert "VGG19 and D" in line

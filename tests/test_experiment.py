@@ -19,7 +19,8 @@ from esrgan.weights import load_generator_state
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "experiments" / "run.py"
 # even smaller than the tiny preset: these tests check plumbing, not quality
-FAST = ["steps1=30", "steps2=20", "ckpt_every=10", "progress=False", "val_metrics=['psnr']"]
+FAST = ["steps1=30", "steps2=20", "ckpt_every=10", "progress=False", "val_metrics=['psnr']",
+        "test_sets=[]"]
 
 
 def run_exp(tmp: Path, *args: str, timeout: float = 120, env: dict | None = None,
@@ -89,7 +90,7 @@ def test_runs_sharing_generator_settings_reuse_stage1(tmp_path: Path) -> None:
 
 def test_sigkill_in_stage2_then_resume_is_bit_exact(tmp_path: Path) -> None:
     args = ["with", "tiny", "steps1=30", "steps2=60", "ckpt_every=5", "progress=False",
-            "val_metrics=['psnr']"]
+            "val_metrics=['psnr']", "test_sets=[]"]
     whole = tmp_path / "whole"
     whole.mkdir()
     run_exp(whole, *args)

@@ -43,12 +43,12 @@ def test_each_switch_reaches_its_stage() -> None:
 
 
 def test_designs_and_labels_come_from_the_table() -> None:
-    one = matrix.design_one_at_a_time()
+    one = [spec.switches for spec in matrix.design_one_at_a_time("cpu")]
     assert one[0] == ESRGAN and len(one) == 1 + len(SWITCH_TABLE)
     labels = [variant_label(cell) for cell in one[1:]]
     assert labels == [s.flipped_label for s in SWITCH_TABLE]
-    path = matrix.design_paper()
+    path = [spec.switches for spec in matrix.design_paper("cpu")]
     assert path[0] == SRGAN and path[-1] == ESRGAN and len(path) == len(PAPER_PATH)
-    assert len(matrix.design_factorial()) == 2 ** len(SWITCH_TABLE)
+    assert len(matrix.design_factorial("cpu")) == 2 ** len(SWITCH_TABLE)
     cell = matrix.Cell({**ESRGAN, "bn": True}, seed=1, preset="tiny")
     assert cell.label() == "ESRGAN +BN seed 1"  # the report's name, not a second one

@@ -157,7 +157,7 @@ CLAIMS: tuple[Claim, ...] = (
         (Effect("ESRGAN - ESRGAN after-act VGG", _esr("gan_model"),
                 _flip("vgg_before_act", "gan_model"), "niqe", -1),
          Effect("|brightness shift|: ESRGAN - after-act", _esr("gan_model"),
-                _flip("vgg_before_act", "gan_model"), "abs_brightness", -1, decides=False)),
+                _flip("vgg_before_act", "gan_model"), "brightness_error", -1, decides=False)),
         premise="after-activation conv5_4 features are sparse (paper: 11.17% active)",
         needs={"max_active_fraction": 0.25},
     ),

@@ -14,6 +14,7 @@ document per run and name); keep images and per-pixel data out of ``info`` and m
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 import threading
@@ -26,8 +27,10 @@ import pymongo.errors
 from sacred.observers import FileStorageObserver, MongoObserver, RunObserver
 from sacred.observers.mongo import force_bson_encodeable
 from sacred.observers.queue import QueueObserver
+from sacred.serializer import flatten
 from sacred.utils import ObserverError
 
+from esrgan.files import atomic_write, check_output_dir
 from experiments.store.mongo import (
     DEFAULT_DB,
     SACRED_DEFAULT_DB,
@@ -53,6 +56,42 @@ def _file_store_dir(file_store: FileStorageObserver | None) -> str | None:
         return None
     run_dir = getattr(file_store, "dir", None)
     return str(Path(run_dir).resolve()) if run_dir else None
+
+
+class AtomicFileStorageObserver(FileStorageObserver):
+    """Sacred's file store with every JSON file and artifact written atomically.
+
+    A full disk (or a kill) in the middle of a write leaves the previous, complete version
+    of the file (Sacred writes in place: a cut ``run.json`` makes the run unreadable). A
+    write that fails for want of space costs one warning, once; the run goes on, and its
+    record says how far it got.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.write_failed: str | None = None
+
+    def _write(self, path: str | Path, content: Any, what: str) -> None:
+        try:
+            atomic_write(path, content, what=what)
+        except OSError as exc:
+            if self.write_failed is None:
+                self.write_failed = str(exc)
+                LOGGER.warning("the file store could not write %s (%s): the run record there "
+                               "keeps its last complete version", path, exc)
+
+    def save_json(self, obj: Any, filename: str) -> None:
+        text = json.dumps(flatten(obj), sort_keys=True, indent=2)
+        self._write(Path(self.dir) / filename, text.encode(), "the run record")
+
+    def save_file(self, filename: str, target_name: str | None = None) -> None:
+        target = Path(self.dir) / (target_name or Path(filename).name)
+        if Path(filename).resolve() == target.resolve():
+            return
+        if target.name in ("run.json", "config.json", "cout.txt", "metrics.json"):
+            super().save_file(filename, target_name)  # Sacred refuses these names itself
+            return
+        self._write(target, Path(filename).read_bytes(), "the artifact")
 
 
 class ResilientMongoObserver(MongoObserver):
@@ -315,7 +354,8 @@ def observers_for(stores: StoreTargets) -> list[RunObserver]:
     its collection and priority suffixes). The server is pinged first: MongoUnavailable (one
     line, naming the flag to drop) when it does not answer.
     """
-    file_store = FileStorageObserver(str(stores.runs), priority=FILE_STORE_PRIORITY)
+    check_output_dir(stores.runs)  # a store under a file or unwritable: one line, now
+    file_store = AtomicFileStorageObserver(str(stores.runs), priority=FILE_STORE_PRIORITY)
     observers: list[RunObserver] = [file_store]
     pair = stores.mongo_url_db
     if pair is not None:

@@ -1,0 +1,332 @@
+"""What a run does when things go wrong: bad values, a full disk, broken checkpoints, two
+identical commands, Ctrl-C, a password in the MongoDB URL. Real runs of the tiny preset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import stage2_checkpoint_step
+
+from esrgan.weights import load_generator_state
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "experiments" / "run.py"
+MATRIX = REPO / "experiments" / "matrix.py"
+FAST = ["steps1=30", "steps2=20", "ckpt_every=10", "progress=False", "val_metrics=['psnr']",
+        "test_sets=[]"]
+
+
+def run_exp(tmp: Path, *args: str, timeout: float = 120, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "ESRGAN_RUNS": str(tmp / "runs"), **(env or {})}
+    return subprocess.run([sys.executable, str(RUN), *args], cwd=tmp, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_dirs(tmp: Path) -> list[Path]:
+    root = tmp / "runs"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def statuses(tmp: Path) -> list[str]:
+    return [json.loads((r / "run.json").read_text())["status"] for r in run_dirs(tmp)]
+
+
+# ------------------------------------------------------------------------------------------
+# bad values: one line, nothing trained
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("beta=abc", "beta must be a number, got 'abc'"),
+    ("steps1=abc", "steps1 must be a whole number, got 'abc'"),
+    ("patch=abc", "patch must be a whole number, got 'abc'"),
+    ("nb=1.5", "nb must be a whole number, got 1.5"),
+    ("val_metrics=psnr", "val_metrics must be a list, e.g. [a, b], got 'psnr'"),
+])
+def test_wrong_kind_of_value_is_one_line(tmp_path: Path, override: str, expected: str) -> None:
+    proc = run_exp(tmp_path, "with", "tiny", override, timeout=60)
+    assert proc.returncode != 0
+    assert expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "work").exists() and run_dirs(tmp_path) == []
+
+
+def test_run_store_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    proc = run_exp(tmp_path, "--runs", str(tmp_path / "afile" / "runs"), "with", "tiny",
+                   timeout=60)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot write into {tmp_path}/afile/runs: {tmp_path}/afile is a "
+                     "file, not a folder"], proc.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoints that cannot be read
+
+
+def _kill_in_stage2(tmp: Path, args: list[str]) -> None:
+    env = {**os.environ, "ESRGAN_RUNS": str(tmp / "runs")}
+    proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while stage2_checkpoint_step(tmp / "work") < 10 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+
+
+# Tests marked e2e run several tiny cells each: CI runs them in its end-to-end job (make
+# test-e2e), make test leaves them out.
+
+
+@pytest.mark.parametrize("damage", ["truncated", "planted pickle"])
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_unreadable_stage2_checkpoint_is_set_aside_and_the_stage_restarts(
+        tmp_path: Path, damage: str) -> None:
+    args = ["with", "tiny", "steps1=30", "steps2=40", "ckpt_every=5", "progress=False",
+            "val_metrics=['psnr']", "test_sets=[]"]
+    _kill_in_stage2(tmp_path, args)
+    (ckpt,) = (tmp_path / "work" / "stage2").glob("*/checkpoint.pth")
+    marker = tmp_path / "payload-ran"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    else:
+        code = f"import pathlib; pathlib.Path({str(marker)!r}).touch()"
+        ckpt.write_bytes(b"cbuiltins\nexec\n(" + repr(code).encode() + b"\ntR.")
+    proc = run_exp(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists()
+    warning = [line for line in proc.stderr.splitlines() if "set aside as" in line]
+    assert len(warning) == 1 and str(ckpt.relative_to(tmp_path)) in warning[0], proc.stderr
+    assert warning[0].startswith("warning: ")
+    assert "Traceback" not in proc.stderr
+    assert list(ckpt.parent.glob("checkpoint.pth.unreadable-*"))
+    info = json.loads((run_dirs(tmp_path)[-1] / "info.json").read_text())["esrgan"]
+    assert info["stage1_reused"] is True  # the good stage-1 model was kept
+    assert info["stage2_resumed_from"] == 0 and statuses(tmp_path)[-1] == "COMPLETED"
+
+
+@pytest.mark.parametrize("broken", ["generator.pth", "record.json"])
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_unreadable_stage1_cache_entry_is_retrained(tmp_path: Path, broken: str) -> None:
+    assert run_exp(tmp_path, "with", "tiny", *FAST).returncode == 0
+    (entry,) = [p for p in (tmp_path / "work" / "stage1").iterdir() if p.is_dir()]
+    first = load_generator_state(entry / "generator.pth")
+    (entry / broken).write_bytes((entry / broken).read_bytes()[:100])
+    proc = run_exp(tmp_path, "with", "tiny", *FAST, "ragan=False")  # same stage-1 model
+    assert proc.returncode == 0, proc.stderr
+    assert "set aside as" in proc.stderr
+    assert str((entry / broken).relative_to(tmp_path)) in proc.stderr
+    info = json.loads((run_dirs(tmp_path)[-1] / "info.json").read_text())["esrgan"]
+    assert info["stage1_reused"] is False
+    again = load_generator_state(entry / "generator.pth")
+    assert all(torch.equal(first[k], again[k]) for k in first)  # retrained, same seed
+
+
+# ------------------------------------------------------------------------------------------
+# two identical commands
+
+
+def test_two_identical_commands_train_the_cell_once(tmp_path: Path) -> None:
+    env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}
+    cmd = [sys.executable, str(RUN), "with", "tiny", *FAST]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert statuses(tmp_path) == ["COMPLETED"]  # one run in the store, not two
+    waited = [out for out, _ in outs if "is being run by pid" in out]
+    assert len(waited) == 1 and "already COMPLETED" in waited[0]
+    assert not list((tmp_path / "work").rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
+    args = ["with", "tiny", "steps1=30", "steps2=400", "ckpt_every=5", "progress=False",
+            "val_metrics=['psnr']", "test_sets=[]"]
+    env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while stage2_checkpoint_step(tmp_path / "work") < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("interrupted: the checkpoints are saved; run the "
+                                            "same command to resume")
+    assert statuses(tmp_path) == ["INTERRUPTED"]
+
+
+# ------------------------------------------------------------------------------------------
+# a full disk (a real small tmpfs in a private mount namespace)
+
+FULL_DISK = textwrap.dedent('''
+    import os, subprocess, sys, time, pathlib
+    disk, run, size = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                   check=True)
+    env = {**os.environ, "ESRGAN_RUNS": str(disk / "runs")}
+    args = [sys.executable, run, "with", "tiny", "steps1=30", "steps2=400", "ckpt_every=5",
+            "progress=False", "val_metrics=['psnr']", "test_sets=[]"]
+    proc = subprocess.Popen(args, cwd=disk, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((disk / "work" / "stage2").glob("*/checkpoint.pth")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    with open(disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last byte
+        for chunk in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\\0" * chunk)
+            except OSError:
+                pass
+    _, err = proc.communicate(timeout=120)
+    print("RC", proc.returncode)
+    print("ERR", err.replace("\\n", "\\\\n"))
+    leftovers = [str(p) for p in (disk / "work").rglob("*.tmp")]
+    print("TMP", leftovers)
+    for run_json in sorted((disk / "runs").glob("*/run.json")):
+        print("RUN", run_json.read_text().replace("\\n", " "))
+    again = subprocess.run(args, cwd=disk, env=env, capture_output=True, text=True)
+    print("AGAIN", again.returncode, again.stderr.strip().replace("\\n", "\\\\n"))
+    print("FOLDERS", sorted(p.name for p in (disk / "runs").iterdir() if p.name.isdigit()))
+''')
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a mount namespace")
+def test_full_disk_is_one_line_and_leaves_a_readable_record(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK)
+    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(disk), str(RUN),
+                          "60m"], capture_output=True, text=True, timeout=300)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line
+                 and line.split(" ", 1)[0] in ("RC", "ERR", "TMP", "AGAIN", "FOLDERS"))
+    runs = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
+            if line.startswith("RUN ")]
+    assert lines["RC"] != "0", out.stdout + out.stderr
+    err = lines["ERR"].replace("\\n", "\n")
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert "no space left on device: " in last and "checkpoint" in last and " MB" in last, err
+    assert lines["TMP"] == "[]"  # no partial checkpoint keeps the disk full
+    assert len(runs) == 1 and runs[0]["status"] in ("RUNNING", "FAILED")  # readable JSON
+    if runs[0]["status"] == "FAILED":
+        assert "no space left on device" in runs[0]["fail_trace"][-1]
+    # the next attempt says why at once and adds no run folder
+    rc, again = lines["AGAIN"].split(" ", 1)
+    assert rc != "0" and "no space left on device" in again and "Traceback" not in again
+    assert lines["FOLDERS"] == "['1']"
+
+
+# ------------------------------------------------------------------------------------------
+# the MongoDB password
+
+
+def test_make_dry_run_runs_nothing_and_shows_no_password(tmp_path: Path) -> None:
+    env = {**os.environ, "RUNS": str(tmp_path / "runs")}
+    out = subprocess.run(["make", "-n", "ablation", "MONGO=mongodb://user:secret@h:1/x",
+                          f"RUNS={tmp_path / 'runs'}"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "matrix.py run" in out.stdout and "analysis.report" in out.stdout
+    assert "secret" not in out.stdout + out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_matrix_hands_mongodb_to_cells_through_the_environment(tmp_path: Path,
+                                                              mongo_server) -> None:
+    url = f"{mongo_server.url}/env_only"
+    proc = subprocess.run([sys.executable, str(MATRIX), "run", "deep", "--preset", "tiny",
+                           "--seeds", "1", "--mongo", url, "--runs", str(tmp_path / "runs"),
+                           "steps1=10"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    logs = list((tmp_path / "work" / "logs").glob("*.log"))
+    assert len(logs) == 4
+    assert not any(mongo_server.url.split("//")[1] in log.read_text() for log in logs)
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_server.url, serverSelectionTimeoutMS=5000)
+    try:
+        assert client["env_only"].runs.count_documents({"status": "COMPLETED"}) == 4
+    finally:
+        client.close()
+
+
+def test_printed_commands_leave_a_password_to_the_environment() -> None:
+    from experiments.matrix import command_prefix
+    from experiments.store.targets import from_argv
+
+    secret, _ = from_argv(["--mongo", "mongodb://user:secret@db.example.org/lab"], environ={})
+    prefix = command_prefix(secret)
+    assert "secret" not in prefix and '"${ESRGAN_MONGO:?' in prefix
+    plain, _ = from_argv(["--mongo", "mongodb://db.example.org:27017/lab"], environ={})
+    assert "ESRGAN_MONGO=mongodb://db.example.org:27017/lab " in command_prefix(plain)
+
+
+def test_report_never_shows_a_password(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    from analysis import report
+
+    url = f"mongodb://user:secret@127.0.0.1:{free_port()}/x"
+    proc = subprocess.run([sys.executable, "-m", "analysis.report", "--mongo", url, "--name",
+                           "x", "--out", str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "secret" not in proc.stdout + proc.stderr
+    assert "user:***@" in proc.stderr
+    table = report.scale_table(_one_run_frame(), _empty_interp(), ["runs", url])
+    assert "secret" not in table and "mongodb://user:***@127.0.0.1" in table
+
+
+def _one_run_frame():
+    import pandas as pd
+
+    from analysis.load import RUN_COLUMNS
+
+    row = dict.fromkeys(RUN_COLUMNS)
+    row.update(run_id="1", kind="cell", preset="tiny", seed=0, variant="ESRGAN", steps1=1,
+               steps2=1, wall_s=1.0, substitutes=())
+    return pd.DataFrame([row], columns=RUN_COLUMNS)
+
+
+def _empty_interp():
+    import pandas as pd
+
+    from analysis.load import INTERP_COLUMNS
+
+    return pd.DataFrame(columns=INTERP_COLUMNS)
