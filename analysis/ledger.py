@@ -125,19 +125,24 @@ def ledger_markdown(results: Mapping[str, list[verdicts.ClaimResult]]) -> str:
 
 
 def summary_lines(results: Mapping[str, list[verdicts.ClaimResult]]) -> list[str]:
-    """One bullet per claim: its verdict on each set, the gate first when it fails."""
-    lines = []
+    """One bullet per claim: its verdict on each set; first, every claim that goes against the
+    paper somewhere and a failed sanity gate, with what this scale lacks."""
+    lead, lines = [], []
     for i, claim in enumerate(CLAIMS):
-        parts = [f"{s}: **{results[s][i].verdict}**" for s in results]
+        per_set = {s: results[s][i] for s in results}
+        parts = [f"{s}: **{r.verdict}**" for s, r in per_set.items()]
         kind = "sanity gate" if claim.gate else "claim"
         lines.append(f"{claim.id} ({kind}) {claim.title}: " + "; ".join(parts) + ".")
-    failed_gate = [c for i, c in enumerate(CLAIMS) for s in results
-                   if c.gate and results[s][i].verdict != verdicts.AGREES]
-    if failed_gate:
-        lines.insert(0, "**The sanity gate does not hold everywhere:** the PSNR-oriented model "
-                        "does not beat bicubic on every set, so effects on that set mean "
-                        "little; more stage-1 steps or data would be needed.")
-    return lines
+        against = [s for s, r in per_set.items() if r.verdict == verdicts.OPPOSITE]
+        gate_fails = claim.gate and any(r.verdict != verdicts.AGREES for r in per_set.values())
+        if against or gate_fails:
+            sets = against or [s for s, r in per_set.items() if r.verdict != verdicts.AGREES]
+            shown = "; ".join(
+                f"{s}: {effect_text(per_set[s].effects[0])}" for s in sets)
+            what = ("goes against the paper" if against else "does not hold")
+            lead.append(f"**{claim.id} {what} on {', '.join(sets)}** ({claim.effects[0].name}: "
+                        f"{shown}). What this scale lacks: {claim.regime}.")
+    return lead + lines
 
 
 def frame(results: Mapping[str, list[verdicts.ClaimResult]]) -> pd.DataFrame:

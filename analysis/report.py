@@ -191,92 +191,25 @@ def findings(effects: pd.DataFrame, runs: pd.DataFrame, set_name: str = "val") -
 # ------------------------------------------------------------------------------------------
 # Markdown -> HTML
 
-
-_INLINE = [
-    (re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)"), r'<img alt="\1" src="\2">'),
-    (re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r'<a href="\2">\1</a>'),
-    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
-    (re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])"), r"<em>\1</em>"),
-    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
-]
-
-
-def _inline(text: str) -> str:
-    text = html.escape(text, quote=False).replace("\\|", "|")
-    for pattern, replacement in _INLINE:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def simple_html(markdown_text: str, title: str) -> str:
-    """HTML of the Markdown subset this report writes: headings, paragraphs, lists, block
-    quotes, tables, images, links, bold, italics and code."""
-    out: list[str] = []
-    lines = markdown_text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip():
-            i += 1
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-            i += 1
-        elif line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append(lines[i])
-                i += 1
-            out.append(_table_html(block))
-        elif line.startswith(("- ", "> ")):
-            marker = line[:2]
-            block = []
-            while i < len(lines) and lines[i].startswith(marker):
-                block.append(lines[i][2:])
-                i += 1
-            if marker == "- ":
-                out.append("<ul>" + "".join(f"<li>{_inline(b)}</li>" for b in block) + "</ul>")
-            else:
-                out.append("<blockquote><p>" + " ".join(_inline(b) for b in block)
-                           + "</p></blockquote>")
-        else:
-            block = []
-            while i < len(lines) and lines[i].strip() and not lines[i].startswith(
-                    ("#", "|", "- ", "> ")):
-                block.append(lines[i])
-                i += 1
-            out.append("<p>" + " ".join(_inline(b) for b in block) + "</p>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-             "td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}"
-             "blockquote{border-left:4px solid #d1495b;margin:1em 0;padding:.2em 1em;"
-             "background:#fdf2f3}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
-            f"</title><style>{style}</style></head><body>\n" + "\n".join(out)
-            + "\n</body></html>\n")
-
-
-def _cells(line: str) -> list[str]:
-    parts = re.split(r"(?<!\\)\|", line.strip())
-    return [p.strip() for p in parts[1:-1]]
-
-
-def _table_html(block: list[str]) -> str:
-    header, body = _cells(block[0]), [_cells(b) for b in block[2:]]
-    head = "".join(f"<th>{_inline(c)}</th>" for c in header)
-    rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
-                   for r in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+PAGE_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+    "line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:90%;display:block;"
+    "overflow-x:auto}td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}"
+    "img{max-width:100%;height:auto}blockquote{border-left:4px solid #d1495b;margin:1em 0;"
+    "padding:.2em 1em;background:#fdf2f3}code{background:#f4f4f4;padding:0 .2em}")
 
 
 def to_html(markdown_text: str, title: str) -> str:
-    """python-markdown (with tables) when it is installed, else :func:`simple_html`."""
-    try:
-        import markdown
-    except ImportError:
-        return simple_html(markdown_text, title)
-    body = markdown.markdown(markdown_text, extensions=["tables"])
-    return simple_html("", title).replace("\n\n</body>", "\n" + body + "\n</body>")
+    """The report page: the Markdown rendered by python-markdown (its ``tables`` extension),
+    so every machine renders the same page; tables scroll sideways on a narrow screen and
+    figures shrink to the page's width."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{PAGE_STYLE}</style></head><body>\n"
+            f"{body}\n</body></html>\n")
 
 
 # ------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ from esrgan.metrics.color import YCBCR_MATRIX, rgb2y
 from esrgan.metrics.psnr_ssim import ssim_plane
 from esrgan.paper.published import METHODS, PUBLISHED, SCALE, SETS, published
 from esrgan.upscale import upscale
-from esrgan.weights import load_generator
+from esrgan.weights import PARAMS_CHOICES, PARAMS_HELP, load_generator
 
 __all__ = [
     "CONVENTIONS",
@@ -486,6 +486,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None,
                    help="generator checkpoint (any published layout); omit it, or give "
                         "'bicubic', to benchmark MATLAB bicubic upscaling (no network)")
+    p.add_argument("--params", choices=PARAMS_CHOICES, default="auto", help=PARAMS_HELP)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=HR_DIR",
                    help="a benchmark set and its HR folder (repeat for several sets); names "
                         "of the paper's table (Set5, Set14, BSD100, Urban100, Manga109) get "
@@ -553,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bicubic:
             label, scale = "bicubic", args.scale or 4
         else:
-            model = load_generator(args.weights).to(device).eval()
+            model = load_generator(args.weights, params=args.params).to(device).eval()
             label, scale = args.weights.name, args.scale or model.scale
             if scale != model.scale:
                 raise BenchmarkError(f"--scale {scale}: {args.weights} upscales x{model.scale}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from esrgan.files import check_output_path
 from esrgan.weights import (
     PARAMS_CHOICES,
+    PARAMS_HELP,
     CheckpointError,
     interpolate_state,
     read_generator_checkpoint,
@@ -96,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="output file (--alpha), folder, or pattern with {alpha}; a name "
                              "ending in .safetensors writes safetensors")
     parser.add_argument("--params", choices=PARAMS_CHOICES, default="auto",
-                        help="which weights of BasicSR inputs with params and params_ema: auto "
-                             "(default) takes params_ema when present, else params (what "
-                             "BasicSR validates with and Real-ESRGAN runs); params = the raw "
-                             "last-iteration weights")
+                        help=PARAMS_HELP + "; applies to both inputs")
     args = parser.parse_args(argv)
     try:
         if args.alphas is not None:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from esrgan import distributed
@@ -89,6 +90,7 @@ class StageSettings:
     channels_last: bool
     compile: str
     adam: str
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of G (BasicSR: 0.999)
 
     @property
     def milestones(self) -> list[int]:
@@ -106,12 +108,27 @@ class GanWeights:
 
 @dataclass
 class StageOutcome:
-    """What a stage returns: final validation metrics, steps done, seconds spent training."""
+    """What a stage returns: final validation metrics, steps done, seconds spent training,
+    and with ``ema_decay`` the moving average of G (the network validated)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     seconds: float = 0.0
     resumed_from: int = 0
+    ema: nn.Module | None = None
+
+
+def make_ema(generator: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``generator``'s weights (and buffers), or None for 0.
+
+    W_ema <- decay * W_ema + (1 - decay) * W after every update, starting from the weights it
+    is made from (``torch.optim.swa_utils``).
+    """
+    if decay == 0:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+    return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -283,8 +300,9 @@ class Stage:
     step: StepFn  # one update from an (LR, HR) batch; returns the losses
     parts: dict[str, Any]  # what a checkpoint holds, by name (networks, optimisers, schedulers)
     schedulers: list[torch.optim.lr_scheduler.LRScheduler]  # stepped once per step, first logged
-    generator: nn.Module  # validated
+    generator: nn.Module  # the network trained
     shown: tuple[str, ...] | None = None  # losses on the progress bar (None: all)
+    ema: AveragedModel | None = None  # its moving average: updated every step, validated
 
 
 def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
@@ -305,6 +323,7 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
                           "rng": torch.get_rng_state()}, checkpoint)
 
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+    validated = stage.generator if stage.ema is None else stage.ema.module
     averager = _Averager()
     t0 = time.perf_counter()
     step = start
@@ -320,6 +339,8 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
             mark_step_begin(settings.compile)
             losses = stage.step(lr_img, hr_img)
+            if stage.ema is not None:
+                stage.ema.update_parameters(stage.generator)
             for scheduler in stage.schedulers:
                 scheduler.step()
             step += 1
@@ -335,7 +356,7 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
                 shown = stage.shown or tuple(means)
                 bar.set_postfix({k: f"{means[k]:.4f}" for k in shown})
             if settings.val_every and step % settings.val_every == 0 and step < settings.steps:
-                _run_validation(validate, stage.generator, step, prefix, log)
+                _run_validation(validate, validated, step, prefix, log)
             if settings.ckpt_every and step % settings.ckpt_every == 0:
                 save(step)
     except KeyboardInterrupt:
@@ -346,8 +367,9 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
         bar.close()
     save(step)
     seconds = time.perf_counter() - t0
-    metrics = _run_validation(validate, stage.generator, step, prefix, log)
-    return StageOutcome(metrics=metrics, steps=step, seconds=seconds, resumed_from=start)
+    metrics = _run_validation(validate, validated, step, prefix, log)
+    return StageOutcome(metrics=metrics, steps=step, seconds=seconds, resumed_from=start,
+                        ema=None if stage.ema is None else stage.ema.module)
 
 
 # ------------------------------------------------------------------------------------------
@@ -404,13 +426,15 @@ def train_psnr(
              settings.channels_last).train()
     opt = _adam(generator.parameters(), settings.lr, settings, device)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, settings.milestones, settings.lr_gamma)
-    parts = {"generator": generator, "opt_g": opt, "sched_g": sched}
+    ema = make_ema(generator, settings.ema_decay)
+    parts = {"generator": generator, "opt_g": opt, "sched_g": sched,
+             **({"generator_ema": ema} if ema is not None else {})}
     start = _resume(checkpoint, parts)
     # after the resume: DDP broadcasts rank 0's parameters when it wraps the module
     g = Forward(compiled(distributed.data_parallel(generator, device), settings.compile),
                 device.type, precision_g, settings.compile)
     stage = Stage(1, "stage 1 (L1)", lambda lr, hr: psnr_step(g, opt, lr, hr), parts, [sched],
-                  generator)
+                  generator, ema=ema)
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
                       validate=validate, progress=progress, start=start)
 
@@ -446,8 +470,10 @@ def train_gan(
     opt_d = _adam(discriminator.parameters(), lr_d, settings, device)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, settings.milestones, settings.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, settings.milestones, settings.lr_gamma)
+    ema = make_ema(generator, settings.ema_decay)
     parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g,
-             "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d}
+             "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d,
+             **({"generator_ema": ema} if ema is not None else {})}
     start = _resume(checkpoint, parts)
     # G and D's own update go through DDP; G's update calls D directly (frozen there).
     mode, kind = settings.compile, device.type
@@ -461,6 +487,6 @@ def train_gan(
         discriminator=discriminator)
     stage = Stage(2, f"stage 2 ({gan_loss})",
                   lambda lr, hr: gan_step(nets, opt_g, opt_d, lr, hr, gan_loss, weights),
-                  parts, [sched_g, sched_d], generator, shown=("l_g", "l_d"))
+                  parts, [sched_g, sched_d], generator, shown=("l_g", "l_d"), ema=ema)
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
                       validate=validate, progress=progress, start=start)

@@ -62,7 +62,7 @@ from tqdm import tqdm
 from esrgan.data.io import DataError, list_images, read_image, to_tensor, write_image
 from esrgan.files import NoSpaceError, check_output_dir
 from esrgan.speed import COMPILE_MODES, PRECISIONS, autocast, check_choice, compiled
-from esrgan.weights import PARAMS_CHOICES, load_generator
+from esrgan.weights import PARAMS_CHOICES, PARAMS_HELP, load_generator
 
 # The CLI leaves out max-autotune: its kernel search takes minutes per shape on the CPU.
 CLI_COMPILE_MODES: tuple[str, ...] = COMPILE_MODES[:3]
@@ -199,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True,
                         help="generator checkpoint: .pth or .safetensors (recognised by "
                              "content), any published layout")
-    parser.add_argument("--params", choices=PARAMS_CHOICES, default="auto",
-                        help="which weights of a BasicSR file with params and params_ema: "
-                             "auto (default) takes params_ema when present, else params, as "
-                             "Real-ESRGAN's inference does and as BasicSR validates; params = "
-                             "the raw last-iteration weights (BasicSR's inference_esrgan.py)")
+    parser.add_argument("--params", choices=PARAMS_CHOICES, default="auto", help=PARAMS_HELP)
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder")
     parser.add_argument("--output", required=True, type=Path, help="output folder (PNGs)")
     parser.add_argument("--tile", type=int, default=None,

@@ -59,6 +59,11 @@ StateDict = dict[str, Tensor]
 SAFETENSORS_SUFFIX = ".safetensors"
 # Which weights of a BasicSR file to use (see the module docstring).
 PARAMS_CHOICES: tuple[str, ...] = ("auto", "params", "params_ema")
+PARAMS_HELP = ("which weights of a BasicSR file with params and params_ema: auto (default) "
+               "takes params_ema when present, else params, as Real-ESRGAN's inference does "
+               "and as BasicSR validates; params = the raw last-iteration weights (BasicSR's "
+               "inference_esrgan.py)")
+"""The ``--params`` help of every command that reads generator weights."""
 _LAYOUT_KEY = "esrgan.layout"
 _BASICSR_GROUPS = ("params", "params_ema")
 
@@ -260,16 +265,22 @@ def _unsafe_reason(text: str) -> str:
 # --- generator checkpoints ----------------------------------------------------------------
 
 
-def save_generator(path: str | os.PathLike, model: Generator) -> None:
-    """Write ``{'params': state_dict, 'arch': model.arch}`` (BasicSR-compatible) to ``path``.
+def save_generator(path: str | os.PathLike, model: Generator,
+                   ema: nn.Module | None = None) -> None:
+    """Write ``{'params': state_dict, 'arch': model.arch}`` (BasicSR-compatible) to ``path``;
+    with ``ema`` (a moving average of ``model``'s weights) also ``'params_ema'``, as BasicSR
+    ships its models.
 
     A ``.safetensors`` name writes a safetensors file (``params.<key>`` tensors, ``arch`` as
     JSON metadata); any other name a torch file.
     """
     if not hasattr(model, "arch"):
         raise TypeError(f"save_generator: {type(model).__name__} has no .arch (not a Generator)")
-    params = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_checkpoint(path, {"params": params, "arch": dict(model.arch)})
+    obj: dict[str, Any] = {"params": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if ema is not None:
+        obj["params_ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+    obj["arch"] = dict(model.arch)
+    save_checkpoint(path, obj)
 
 
 def load_generator_state(path_or_dict: str | os.PathLike | dict, *,

@@ -52,7 +52,7 @@ SMALL_INIT_SCALE = 0.1  # the paper's small init: MSRA init scaled by 0.1 (secti
 STAGE1_KEYS = (
     "rrdb", "bn", "beta", "small_init", "nf", "nb", "nb_resblock", "gc", "scale",
     "steps1", "lr1", "lr_decay_at1", "lr_gamma", "adam_betas", "batch", "patch",
-    "train_hr", "train_lr", "stage1_seed", "precision1", "channels_last",
+    "train_hr", "train_lr", "stage1_seed", "precision1", "channels_last", "ema_decay",
 )
 # Keys that never change what is computed (where, how fast, how often it is shown).
 NON_SEMANTIC_KEYS = (
@@ -150,6 +150,7 @@ def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
         channels_last=bool(cfg["channels_last"]),
         compile=str(cfg["compile"]),
         adam=str(cfg["adam"]),
+        ema_decay=float(cfg["ema_decay"]),
     )
 
 

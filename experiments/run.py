@@ -28,16 +28,12 @@ global batch. Only rank 0 attaches observers, writes checkpoints and evaluates.
 from __future__ import annotations
 
 import csv
-import fcntl
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +45,7 @@ from tqdm import tqdm
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from sacred import Experiment  # noqa: E402
-from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
+from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
 from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
@@ -59,20 +55,13 @@ from esrgan.files import OutputError  # noqa: E402
 from esrgan.train import TrainingDiverged, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
 from experiments import build, presets  # noqa: E402
+from experiments.guards import RunError, cell_lock, check_disk, skip_if_completed  # noqa: E402
 from experiments.stage1 import stage1_model  # noqa: E402
-from experiments.store import completed  # noqa: E402
 from experiments.store import targets as store_targets  # noqa: E402
 from experiments.store.mongo import MongoUnavailable  # noqa: E402
 from experiments.store.targets import StoreTargets  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class RunError(SacredError):
-    """A bad input or a failed run: Sacred prints this one line instead of a traceback."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, print_traceback=False)
 
 
 class Sink:
@@ -150,7 +139,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
         return lambda start: build.loader(data, settings, start, device)
 
     # ---- stage 1: PSNR-oriented (shared between runs with the same generator settings)
-    generator, record1 = stage1_model(cfg, work, batches, validate, device, sink)
+    generator, ema1, record1 = stage1_model(cfg, work, batches, validate, device, sink)
     meta["stage1_reused"] = record1["reused"]
     main = distributed.is_main()  # the other torchrun ranks only train
     out_dir = work / "stage2" / build.cell_key(cfg)
@@ -158,10 +147,13 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     sets = {"val": val, **tests}
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_generator(psnr_path, generator)
+        save_generator(psnr_path, generator, ema=ema1)
         sink.artifact(psnr_path)
-        sr = {"psnr_model": {name: super_resolve(generator, pairs, device)
+        scored = ema1 if ema1 is not None else generator  # the moving average, when kept
+        sr = {"psnr_model": {name: super_resolve(scored, pairs, device)
                              for name, pairs in sets.items()}}
+    if ema1 is not None:
+        generator.load_state_dict(ema1.state_dict())  # stage 2 starts from it, as BasicSR
 
     # ---- stage 2: GAN, generator initialised from stage 1
     outcome2 = None
@@ -179,9 +171,10 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
         return {"rank": distributed.rank()}  # not observed; rank 0 reports the run
     if gan_stage:
         gan_path = out_dir / "G_gan.pth"
-        save_generator(gan_path, generator)
+        save_generator(gan_path, generator, ema=outcome2.ema)
         sink.artifact(gan_path)
-        sr["gan_model"] = {name: super_resolve(generator, pairs, device)
+        scored = outcome2.ema if outcome2.ema is not None else generator
+        sr["gan_model"] = {name: super_resolve(scored, pairs, device)
                            for name, pairs in sets.items()}
 
     # ---- evaluation: validation set and test sets, the trained models and bicubic
@@ -308,66 +301,6 @@ def guarded(work: Callable[[Mapping[str, Any], Sink], dict[str, Any]], config: d
         raise RunError(f"{type(e).__name__}: {e}") from None
     finally:
         distributed.shutdown()
-
-
-def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> None:
-    """Exit 0 before any observer starts when the stores already hold this run as COMPLETED.
-
-    That makes every command printed by ``matrix.py commands`` safe to rerun (a job array
-    retried, a script run twice). ``fresh=True`` runs it again regardless.
-    """
-    if cfg.get("fresh"):
-        return
-    key = build.cell_key(cfg)
-    rank0 = distributed.launch_rank() == 0  # torchrun workers only read the store
-    if (kind, key) in completed(stores.runs, stores.mongo_target, sync=rank0):
-        print(f"{kind} {key} is already COMPLETED in the run store ({stores.describe()}): "
-              "nothing to do (fresh=True runs it again)")
-        raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
-
-
-def check_disk(cfg: Mapping[str, Any], stores: StoreTargets) -> None:
-    """Refuse to start when the work folder or the file store lacks the space a run needs."""
-    needed = build.disk_needed(cfg)
-    for folder in (Path(cfg["work_dir"]), stores.runs):
-        existing = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
-        if existing is None:
-            continue
-        free = shutil.disk_usage(existing).free
-        if free < needed:
-            raise RunError(f"no space left on device: {folder} has {free / 1e6:.0f} MB free, "
-                           f"this run needs about {needed / 1e6:.0f} MB (the checkpoints and "
-                           f"their temporary copies)")
-
-
-@contextmanager
-def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterator[None]:
-    """Hold ``<work_dir>/locks/<kind>-<cell key>.lock`` while this process runs the cell.
-
-    A second process with the same command waits for the first, then finds the cell
-    COMPLETED in the store and exits (a retried job array, two identical commands).
-    """
-    key = build.cell_key(cfg)
-    path = Path(cfg["work_dir"]) / "locks" / f"{kind}-{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            print(f"{kind} {key} is being run by {holder} (lock {path}): waiting for it",
-                  flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            skip_if_completed(cfg, kind, stores)  # the other process finished it
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def make_experiment(stores: StoreTargets | None = None) -> Experiment:

@@ -27,7 +27,12 @@ import torch
 from esrgan import distributed
 from esrgan.files import atomic_write
 from esrgan.train import set_aside, train_psnr
-from esrgan.weights import CheckpointError, load_generator_state, save_generator
+from esrgan.weights import (
+    CheckpointError,
+    load_checkpoint,
+    load_generator_state,
+    save_generator,
+)
 from experiments import build
 
 
@@ -53,12 +58,14 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], Any],
                  validate: Callable[[torch.nn.Module, int], dict[str, float]],
-                 device: torch.device, sink: Sink) -> tuple[torch.nn.Module, dict[str, Any]]:
+                 device: torch.device, sink: Sink
+                 ) -> tuple[torch.nn.Module, torch.nn.Module | None, dict[str, Any]]:
     """The PSNR-oriented generator: trained here, or reused from the cache.
 
     ``batches(stage)`` gives the stage's ``batches(start_step)``; ``validate`` scores a
     generator on the validation set. A reused model's curves are logged again, as if trained
-    here. Returns the generator (on ``device``) and its record (``reused`` says which).
+    here. Returns the generator (raw weights, on ``device``), its moving average (with
+    ``ema_decay``, else None) and its record (``reused`` says which).
     """
     key = build.stage1_key(cfg)
     folder = work / "stage1" / key
@@ -68,12 +75,18 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], An
         generator = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
         cached = _cached(folder) if main and not cfg["fresh"] else None
         if distributed.from_main(cached is not None):
-            state, record = cached if main else (load_generator_state(done), {})
+            state, ema_state, record = cached if main else (
+                load_generator_state(done, params="params"), None, {})
             generator.load_state_dict(state)
+            ema = None
+            if ema_state is not None:
+                ema = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
+                ema.load_state_dict(ema_state)
+                ema.to(device)
             for name, value, step in record.get("scalars", []):
                 sink.log(name, value, step)
             record["reused"] = True
-            return generator.to(device), record
+            return generator.to(device), ema, record
         if cfg["fresh"] and main:
             (folder / "checkpoint.pth").unlink(missing_ok=True)
         distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
@@ -85,13 +98,14 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], An
                   "scalars": [s for s in sink.scalars if s[0].startswith("stage1_")]}
         if main:
             atomic_write(folder / "record.json", json.dumps(record).encode(), what="the record")
-            save_generator(done, generator)
+            save_generator(done, generator, ema=outcome.ema)
         record["reused"] = False
-        return generator, record
+        return generator, outcome.ema, record
 
 
-def _cached(folder: Path) -> tuple[dict, dict] | None:
-    """(generator state, record) of a finished cache entry; None when there is none.
+def _cached(folder: Path) -> tuple[dict, dict | None, dict] | None:
+    """(generator state, its moving average's state or None, record) of a finished cache
+    entry; None when there is none.
 
     An entry whose files cannot be read is set aside (``*.unreadable-<time>``) with a warning.
     """
@@ -99,7 +113,10 @@ def _cached(folder: Path) -> tuple[dict, dict] | None:
     if not done.exists():
         return None
     try:
-        state = load_generator_state(done)
+        state = load_generator_state(done, params="params")
+        checkpoint = load_checkpoint(done)
+        ema_state = (load_generator_state(done, params="params_ema")
+                     if isinstance(checkpoint, dict) and "params_ema" in checkpoint else None)
     except CheckpointError as exc:
         set_aside(done, str(exc))
         return None
@@ -112,4 +129,4 @@ def _cached(folder: Path) -> tuple[dict, dict] | None:
         if record_file.exists():
             set_aside(record_file, f"{record_file} cannot be read")
         return None
-    return state, record
+    return state, ema_state, record

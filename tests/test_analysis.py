@@ -470,12 +470,13 @@ def test_report_without_paired_seeds(tmp_path: Path) -> None:
     assert (tmp_path / "r" / "figures" / "pd_plane_rmse.png").stat().st_size > 1000
 
 
-def test_simple_html() -> None:
-    page = report.simple_html("# T\n\n> **warn** *it*\n\n- a [b](c.csv)\n\n| x | y |\n"
-                              "| --- | --- |\n| 1 \\| 2 | 3 |\n\n![f](f.png)", "t")
+def test_report_page_is_rendered_by_python_markdown() -> None:
+    page = report.to_html("# T\n\n> **warn** *it*\n\n- a [b](c.csv)\n\n| x | y |\n"
+                          "| --- | --- |\n| 1 \\| 2 | 3 |\n\n![f](f.png)", "t")
     assert "<h1>T</h1>" in page and "<strong>warn</strong> <em>it</em>" in page
     assert '<li>a <a href="c.csv">b</a></li>' in page
     assert "<td>1 | 2</td>" in page and '<img alt="f" src="f.png">' in page
+    assert "<title>t</title>" in page and "max-width:100%" in page
 
 
 def test_pi_from_ma_and_niqe(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+"""What stands between a command and a wasted or a second run of one cell.
+
+- :func:`skip_if_completed`: the stores already hold the run as COMPLETED: exit 0 at once;
+- :func:`check_disk`: the work folder or the file store lacks the space a run needs: one line;
+- :func:`cell_lock`: another process runs the same cell: wait for it, then find it COMPLETED.
+
+They run in ``run.py``'s config hook, before any observer starts or anything trains.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sacred.utils import SacredError
+
+from esrgan import distributed
+from experiments import build
+from experiments.store import completed
+from experiments.store.targets import StoreTargets
+
+
+class RunError(SacredError):
+    """A bad input or a failed run: Sacred prints this one line instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, print_traceback=False)
+
+
+def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> None:
+    """Exit 0 before any observer starts when the stores already hold this run as COMPLETED.
+
+    That makes every command printed by ``matrix.py commands`` safe to rerun (a job array
+    retried, a script run twice). ``fresh=True`` runs it again regardless.
+    """
+    if cfg.get("fresh"):
+        return
+    key = build.cell_key(cfg)
+    rank0 = distributed.launch_rank() == 0  # torchrun workers only read the store
+    if (kind, key) in completed(stores.runs, stores.mongo_target, sync=rank0):
+        print(f"{kind} {key} is already COMPLETED in the run store ({stores.describe()}): "
+              "nothing to do (fresh=True runs it again)")
+        raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
+
+
+def check_disk(cfg: Mapping[str, Any], stores: StoreTargets) -> None:
+    """Refuse to start when the work folder or the file store lacks the space a run needs."""
+    needed = build.disk_needed(cfg)
+    for folder in (Path(cfg["work_dir"]), stores.runs):
+        existing = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
+        if existing is None:
+            continue
+        free = shutil.disk_usage(existing).free
+        if free < needed:
+            raise RunError(f"no space left on device: {folder} has {free / 1e6:.0f} MB free, "
+                           f"this run needs about {needed / 1e6:.0f} MB (the checkpoints and "
+                           f"their temporary copies)")
+
+
+@contextmanager
+def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterator[None]:
+    """Hold ``<work_dir>/locks/<kind>-<cell key>.lock`` while this process runs the cell.
+
+    A second process with the same command waits for the first, then finds the cell
+    COMPLETED in the store and exits (a retried job array, two identical commands).
+    """
+    key = build.cell_key(cfg)
+    path = Path(cfg["work_dir"]) / "locks" / f"{kind}-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            print(f"{kind} {key} is being run by {holder} (lock {path}): waiting for it",
+                  flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            skip_if_completed(cfg, kind, stores)  # the other process finished it
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
