@@ -82,7 +82,9 @@ def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterat
             print(f"{kind} {key} is being run by {holder} (lock {path}): waiting for it",
                   flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
-            skip_if_completed(cfg, kind, stores)  # the other process finished it
+        # Checked again under the lock: the other process may have finished the cell between
+        # this process's first check and taking the lock, with or without a wait.
+        skip_if_completed(cfg, kind, stores)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
