@@ -239,11 +239,12 @@ def vgg_fallback(extra: dict[str, Any]) -> str | None:
             "vgg_weights=random (a seeded random-weight VGG19), and every figure says so.")
 
 
-def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str]) -> list[Cell]:
+def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str],
+              desc: str) -> list[Cell]:
     """Run the commands, ``jobs`` at a time, with one progress bar; returns the failed cells."""
     log_dir.mkdir(parents=True, exist_ok=True)
     failed: list[Cell] = []
-    bar = tqdm(total=len(cells), desc="matrix", unit="cell", dynamic_ncols=True)
+    bar = tqdm(total=len(cells), desc=desc, unit="run", dynamic_ncols=True)
 
     def launch(cell: Cell) -> int:
         log = log_dir / f"{cell.kind}-{cell.key}.log"
@@ -353,13 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     todo = [c for c in cells if not is_done(c, done)]
     if notice:
         print(notice)
-    print(f"matrix {args.design} / preset {args.preset} / seeds {seeds}: {len(cells)} cells, "
+    sweeps = sum(c.kind == "interpolation" for c in cells)
+    print(f"matrix {args.design} / preset {args.preset} / seeds {seeds}: {len(cells)} runs "
+          f"({len(cells) - sweeps} training, {sweeps} interpolation sweeps), "
           f"{len(cells) - len(todo)} already in the store, {len(todo)} to run")
     t0 = time.perf_counter()
     env = {**thread_env(args.jobs), **stores.environment()}
     log_dir = Path(str(cells[0].config["work_dir"])) / "logs" if cells else Path("work/logs")
-    failed = run_cells([c for c in todo if c.kind == "cell"], args.jobs, log_dir, env)
-    failed += run_cells([c for c in todo if c.kind == "interpolation"], args.jobs, log_dir, env)
+    failed = run_cells([c for c in todo if c.kind == "cell"], args.jobs, log_dir, env,
+                       "training")
+    failed += run_cells([c for c in todo if c.kind == "interpolation"], args.jobs, log_dir, env,
+                        "interpolation")
     minutes = (time.perf_counter() - t0) / 60
     print(f"matrix finished in {minutes:.1f} min: {len(todo) - len(failed)} ran, "
           f"{len(failed)} failed")
