@@ -40,7 +40,7 @@ PIRM_REGIONS: tuple[tuple[str, float, float], ...] = (
 ERRORBAR_NOTE = ("points: mean over seeds; bars: 95% t-interval over seeds "
                  "(none where a variant has one seed); faint dots: single seeds")
 VERDICT_COLORS: dict[str, str] = {"agrees": "#2a9d4b", "opposite": "#d1495b",
-                                  "within noise": "#8d8d8d", "no claim": "#3b6ea8"}
+                                  "inconclusive": "#8d8d8d", "no claim": "#3b6ea8"}
 
 
 # ------------------------------------------------------------------------------------------

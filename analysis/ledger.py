@@ -124,13 +124,26 @@ def ledger_markdown(results: Mapping[str, list[verdicts.ClaimResult]]) -> str:
     return markdown_table(header, rows)
 
 
+def _verdict_text(result: verdicts.ClaimResult) -> str:
+    """A claim's verdict, with which deciding effect says what when they differ."""
+    by_verdict: dict[str, list[str]] = {}
+    for e in result.effects:
+        if e.effect.decides:
+            by_verdict.setdefault(e.verdict, []).append(e.effect.name)
+    text = f"**{result.verdict}**"
+    if len(by_verdict) > 1:
+        text += " (" + "; ".join(f"{v}: {', '.join(names)}"
+                                 for v, names in by_verdict.items()) + ")"
+    return text
+
+
 def summary_lines(results: Mapping[str, list[verdicts.ClaimResult]]) -> list[str]:
     """One bullet per claim: its verdict on each set; first, every claim that goes against the
     paper somewhere and a failed sanity gate, with what this scale lacks."""
     lead, lines = [], []
     for i, claim in enumerate(CLAIMS):
         per_set = {s: results[s][i] for s in results}
-        parts = [f"{s}: **{r.verdict}**" for s, r in per_set.items()]
+        parts = [f"{s}: {_verdict_text(r)}" for s, r in per_set.items()]
         kind = "sanity gate" if claim.gate else "claim"
         lines.append(f"{claim.id} ({kind}) {claim.title}: " + "; ".join(parts) + ".")
         against = [s for s, r in per_set.items() if r.verdict == verdicts.OPPOSITE]

@@ -108,10 +108,22 @@ def _run_columns(record: RunRecord) -> dict[str, Any]:
         "steps2": cfg.get("steps2"), "start_time": record.start_time,
         "cell_key": meta.get("cell_key"), "network": _network(meta), "vgg": meta.get("vgg"),
         "train_data": meta.get("train_data"), "val_data": meta.get("val_data"),
-        "substitutes": tuple(meta.get("substitutes") or ()), "study": study,
+        "substitutes": _departures(cfg, meta), "study": study,
         "depth": arch.get("nb"), "vgg_active_fraction": _number(meta.get("vgg_active_fraction")),
         "vgg_layer": meta.get("vgg_layer", cfg.get("vgg_layer")),
     }
+
+
+def _departures(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The run's departures from the paper, derived from its config by the one function that
+    defines them (a report of older runs reads today's wording); a config that predates one
+    of today's settings keeps the list the run recorded."""
+    from experiments import presets
+
+    try:
+        return tuple(presets.substitutes(cfg))
+    except (KeyError, TypeError, ValueError):
+        return tuple(meta.get("substitutes") or ())
 
 
 def _metric_rows(result: Any) -> Iterator[tuple[str, str, str, float]]:

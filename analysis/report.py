@@ -7,7 +7,7 @@
 The folder holds ``index.md``/``index.html``, ``figures/`` (PNG and SVG of each figure) and
 ``tables/`` (CSV and Markdown). The header states the scale of the runs and every departure
 from the paper; a generated text gives each change's measured effect and whether it agrees with
-the paper, flagging effects that came out opposite or within noise. Exit status: 0 written,
+the paper, flagging effects that came out opposite or inconclusive. Exit status: 0 written,
 1 no completed runs for the preset, 2 bad arguments or an unreadable store (one ``error:``
 line each).
 """
@@ -139,8 +139,9 @@ def _effect_phrase(row: pd.Series) -> str:
     verdict = row["verdict"]
     if verdict.startswith("opposite"):
         return f"{text}: **opposite to the paper** ({row['claim']} in the paper)"
-    if verdict == "within noise":
-        return f"{text}: *within noise*, the interval includes 0 ({row['claim']} in the paper)"
+    if verdict == "inconclusive":
+        return (f"{text}: *inconclusive*, the interval includes 0 ({row['claim']} in the "
+                "paper; the ledger above gives the smallest effect this design could detect)")
     if verdict.startswith("agrees"):
         return f"{text}: agrees with the paper ({row['claim']}){_one_seed(verdict)}"
     return f"{text}: {verdict}"

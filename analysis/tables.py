@@ -195,7 +195,7 @@ def verdict(claim: int, diff: float, low: float, high: float, n: int) -> str:
         agrees = np.sign(diff) == claim
         return f"{'agrees' if agrees else 'opposite'} (1 seed, no CI)"
     if low <= 0 <= high:
-        return "within noise"
+        return "inconclusive"
     return "agrees" if np.sign(diff) == claim else "opposite to paper"
 
 

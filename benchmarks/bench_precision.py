@@ -7,7 +7,8 @@ all with ``vgg_weights=random`` (a random VGG19 has the ImageNet one's cost; no 
 Prints the validation PSNR-Y of the PSNR-oriented
 (stage 1) and the GAN (stage 2) generator of each, their difference against the guard
 (|bf16 - fp32| <= 0.05 dB; validation metrics are always computed in fp32), and the training
-seconds of each stage with the speed-up. About 30 s for tiny, 8 min for cpu on 2 cores;
+seconds of each stage with the speed-up. About 30 s for tiny and 7 min a setting for cpu
+on 2 cores (``--paths`` picks the settings);
 nothing else should run meanwhile (shared cores distort the times, not the PSNR).
 """
 
@@ -48,13 +49,16 @@ def run(preset: str, switches: list[str], folder: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "cpu"])
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
+                        help="which settings to run (fp32, the baseline, always runs)")
     args = parser.parse_args()
+    paths = {label: PATHS[label] for label in PATHS if label == "fp32" or label in args.paths}
     verdicts: dict[tuple[str, str], bool] = {}
     with tempfile.TemporaryDirectory(prefix="bench_precision_") as tmp:
         for preset in args.presets:
             t0 = time.perf_counter()
             results = {label: run(preset, switches, Path(tmp) / preset / str(i))
-                       for i, (label, switches) in enumerate(PATHS.items())}
+                       for i, (label, switches) in enumerate(paths.items())}
             print(f"\npreset {preset} ({time.perf_counter() - t0:.0f} s for {len(results)} runs)")
             print(f"  {'':22s} {'PSNR-Y stage 1':>14s} {'PSNR-Y GAN':>11s} "
                   f"{'train s stage 1':>15s} {'stage 2':>8s}")

@@ -60,16 +60,8 @@ def _hr_stem_for(sr_stem: str, hr_stems: set[str]) -> list[str]:
 
 def pair_images(sr_dir: Path, hr_dir: Path) -> list[tuple[str, Path, Path]]:
     """(HR stem, SR path, HR path) for every pair, sorted by name; EvaluateError if unpaired."""
-    try:
-        sr_files, hr_files = list_images(sr_dir), list_images(hr_dir)
-    except DataError as exc:
-        raise EvaluateError(str(exc)) from exc
-    hr_by_stem: dict[str, Path] = {}
-    for p in hr_files:
-        if p.stem in hr_by_stem:
-            raise EvaluateError(f"HR files {hr_by_stem[p.stem].name} and {p.name} in {hr_dir} "
-                                "have the same name")
-        hr_by_stem[p.stem] = p
+    sr_files = list(_images_by_stem(sr_dir, "SR").values())
+    hr_by_stem = _images_by_stem(hr_dir, "HR")
     pairs: dict[str, Path] = {}
     for sr in sr_files:
         stems = _hr_stem_for(sr.stem, set(hr_by_stem))
@@ -123,19 +115,19 @@ def _load_pairs(
         yield mod_crop(read_image(sr_path), scale), mod_crop(read_image(hr_path), scale)
 
 
-def _sr_only(sr_dir: Path) -> list[tuple[str, Path]]:
-    """(name, path) of every image in the SR folder, for no-reference scoring."""
+def _images_by_stem(folder: Path, kind: str) -> dict[str, Path]:
+    """Every image in ``folder`` by its name without extension; EvaluateError on a clash."""
     try:
-        files = list_images(sr_dir)
+        files = list_images(folder)
     except DataError as exc:
         raise EvaluateError(str(exc)) from exc
-    seen: dict[str, Path] = {}
+    by_stem: dict[str, Path] = {}
     for path in files:
-        if path.stem in seen:
-            raise EvaluateError(f"SR files {seen[path.stem].name} and {path.name} in {sr_dir} "
-                                "have the same name")
-        seen[path.stem] = path
-    return [(path.stem, path) for path in files]
+        if path.stem in by_stem:
+            raise EvaluateError(f"{kind} files {by_stem[path.stem].name} and {path.name} in "
+                                f"{folder} have the same name")
+        by_stem[path.stem] = path
+    return by_stem
 
 
 def _header(metrics: Sequence[str], scale: int, crop: int | None = None,
@@ -191,7 +183,7 @@ def run(
         sr_images: Iterator[np.ndarray] = (sr for sr, _ in for_sr)
         hr_images: Iterator[np.ndarray | None] = (hr for _, hr in for_hr)
     else:
-        files = _sr_only(sr_dir)
+        files = list(_images_by_stem(sr_dir, "SR").items())
         names = [name for name, _ in files]
         sr_images = (read_image(path) for _, path in files)
         hr_images = (None for _ in files)

@@ -354,19 +354,28 @@ def substitutes(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["lr1"] != PAPER_SETTING["lr1"]:
         out.append(f"stage-1 learning rate {cfg['lr1']:g} instead of {PAPER_SETTING['lr1']:g} "
                    "(a short stage 1)")
-    sizes = {k: cfg[k] for k in SCALE_KEYS if cfg[k] != PAPER_SETTING[k]}
+    gan_stage = int(cfg["steps2"]) > 0
+    # the trunk's own size keys only, and no GAN steps for a stage-1-only (PSNR model) cell
+    keys = [k for k in SCALE_KEYS if not (k in ("nb", "gc") and not cfg["rrdb"])
+            and not (k == "steps2" and not gan_stage)]
+    if not cfg["rrdb"]:
+        keys.insert(1, "nb_resblock")
+    sizes = {k: cfg[k] for k in keys if cfg[k] != PAPER_SETTING[k]}
     if sizes:
         paper = ", ".join(f"{k} {PAPER_SETTING[k]}" for k in sizes)
         ours = ", ".join(f"{k} {v}" for k, v in sizes.items())
-        out.append(f"smaller scale: {ours} (paper: {paper}); learning-rate milestones scaled")
+        smaller = all(v <= PAPER_SETTING[k] for k, v in sizes.items())
+        out.append(f"{'smaller scale' if smaller else 'other sizes'}: {ours} (paper: {paper}); "
+                   "learning-rate milestones scaled")
     bf16 = []
     if cfg["precision1"] != "fp32":
         bf16.append("the generator in stage 1")
-    if cfg["precision2"] != "fp32":
+    if cfg["precision2"] != "fp32" and gan_stage:
         bf16.append("VGG19 and D in stage 2" if cfg["precision2"] == "bf16-losses"
                     else "all networks in stage 2")
     if bf16:
-        out.append(f"bf16 autocast in {' and '.join(bf16)} (precision1 {cfg['precision1']}, "
-                   f"precision2 {cfg['precision2']}; the paper trained in fp32; README "
-                   "'Performance' gives the measured difference)")
+        used = [f"precision1 {cfg['precision1']}"] + (
+            [f"precision2 {cfg['precision2']}"] if gan_stage else [])
+        out.append(f"bf16 autocast: {' and '.join(bf16)} ({', '.join(used)}; the paper "
+                   "trained in fp32; README 'Performance' gives the measured difference)")
     return out

@@ -42,7 +42,7 @@ IMAGES = ("coffee", "chelsea")
 EFFECTS = {
     "ESRGAN": (0.0, 0.0, 0.0),
     "ESRGAN w/o RRDB": (0.6, -0.3, -0.8),  # agrees with the paper on both claims
-    "ESRGAN +BN": (0.05, 0.0, -0.02),  # within noise (+-0.3 by seed, below)
+    "ESRGAN +BN": (0.05, 0.0, -0.02),  # inconclusive (+-0.3 by seed, below)
     "ESRGAN standard GAN": (-0.7, 0.5, 0.0),  # opposite to the paper (NIQE lower without)
     "SRGAN": (1.5, -1.0, -1.5),
     "SRGAN -BN": (0.9, -0.5, -1.0),  # a step of the paper's path: BN removal helps
@@ -351,7 +351,7 @@ def test_summary_and_switch_effects(stores: dict[str, Any]) -> None:
 
     assert verdict("RRDB trunk", "gan_model", "niqe") == "agrees"
     assert verdict("RRDB trunk", "psnr_model", "psnr") == "agrees"
-    assert verdict("BN removal", "gan_model", "niqe") == "within noise"
+    assert verdict("BN removal", "gan_model", "niqe") == "inconclusive"
     assert verdict("RaGAN", "gan_model", "niqe") == "opposite to paper"
     assert verdict("RaGAN", "gan_model", "psnr") == "no claim"
     # RaGAN acts in stage 2 only: the shared PSNR model is not compared
@@ -368,7 +368,7 @@ def test_summary_and_switch_effects(stores: dict[str, Any]) -> None:
                    & (effects["metric"] == "niqe")].iloc[0]
     assert rrdb["diff"] == pytest.approx(0.6, abs=0.2) and rrdb["n"] == 2
     md = tables.effects_markdown(effects)
-    assert "**opposite to paper**" in md and "within noise" in md
+    assert "**opposite to paper**" in md and "inconclusive" in md
 
 
 # ------------------------------------------------------------------------------------------
@@ -407,7 +407,7 @@ def test_report_two_seeds(stores: dict[str, Any], tmp_path: Path) -> None:
     assert "| **Runs** | 12 completed cell runs (6 variants) + 2 interpolation run(s) |" in md
     assert "abc1234" in md and "6 min 18 s" in md  # 12 x 31.5 s
     findings = md.split("## Findings", 1)[1].split("##", 1)[0]
-    assert "**opposite to the paper**" in findings and "*within noise*" in findings
+    assert "**opposite to the paper**" in findings and "*inconclusive*" in findings
     assert "Not measured (variant absent): ESRGAN beta=1" in findings
     for name in ("runs.csv", "variant_metrics.csv", "switch_effects.csv", "interpolation.csv",
                  "variant_metrics.md", "switch_effects.md"):

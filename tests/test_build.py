@@ -144,3 +144,15 @@ def test_bf16_is_listed_as_a_departure_from_the_paper() -> None:
     assert not any("bf16" in s for s in presets.substitutes(config()))  # tiny: fp32
     (line,) = [s for s in presets.substitutes(config(precision2="bf16-losses")) if "bf16" in s]
     assert "VGG19 and D" in line
+
+
+def test_departures_name_the_trunk_in_use_and_no_gan_stage_for_a_psnr_cell() -> None:
+    deep = presets.substitutes(config(rrdb=False, bn=False, nf=16, nb_resblock=64, steps2=0,
+                                      precision1="fp32", precision2="bf16-losses"))
+    (scale,) = [s for s in deep if s.startswith("other sizes")]
+    assert "nb_resblock 64" in scale and "nf 16" in scale
+    assert "nb " not in scale and "gc " not in scale and "steps2" not in scale
+    assert not any("bf16" in s for s in deep)  # no GAN stage: its precision is not used
+    full = presets.substitutes(config(precision2="bf16-losses"))
+    (scale,) = [s for s in full if s.startswith("smaller scale")]
+    assert "nb_resblock" not in scale and "steps2" in scale

@@ -104,6 +104,17 @@ def small(lr: torch.Tensor):
     return image_like(build_generator("rrdb", nf=16, nb=2, gc=8).eval(), lr)
 
 
+def saved_model(tmp_path: Path, shape: tuple[int, int], seed: int, weights: str = "g.pth"
+                ) -> tuple[torch.Tensor, torch.nn.Module]:
+    """One random LR image in tmp/lr/a.png and a small generator saved as tmp/<weights>."""
+    rng = np.random.default_rng(seed)
+    write_image(tmp_path / "lr" / "a.png", rng.random((*shape, 3), dtype=np.float32))
+    lr = to_tensor(read_image(tmp_path / "lr" / "a.png")).unsqueeze(0)
+    model = small(lr)
+    save_generator(tmp_path / weights, model)
+    return lr, model
+
+
 def levels(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round()
 
@@ -150,11 +161,7 @@ def test_bad_precision_and_compile_mode_are_one_line_errors() -> None:
 
 
 def test_cli_bf16_writes_the_bf16_image(tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    write_image(tmp_path / "lr" / "a.png", rng.random((11, 13, 3), dtype=np.float32))
-    lr = to_tensor(read_image(tmp_path / "lr" / "a.png")).unsqueeze(0)
-    model = small(lr)
-    save_generator(tmp_path / "g.pth", model)
+    lr, model = saved_model(tmp_path, (11, 13), 3)
     code = upscale_main(["--weights", str(tmp_path / "g.pth"), "--input", str(tmp_path / "lr"),
                          "--output", str(tmp_path / "sr"), "--tile", "6", "--tile-overlap", "40",
                          "--precision", "bf16"])
@@ -230,11 +237,7 @@ def test_uint8_tiles_equal_clamped_rounded_float_output(tile, overlap) -> None:
 
 
 def test_cli_png_is_exactly_the_uint8_output(tmp_path: Path) -> None:
-    rng = np.random.default_rng(4)
-    write_image(tmp_path / "lr" / "a.png", rng.random((13, 11, 3), dtype=np.float32))
-    lr = to_tensor(read_image(tmp_path / "lr" / "a.png")).unsqueeze(0)
-    model = small(lr)
-    save_generator(tmp_path / "g.pth", model)
+    lr, model = saved_model(tmp_path, (13, 11), 4)
     assert upscale_main(["--weights", str(tmp_path / "g.pth"), "--input", str(tmp_path / "lr"),
                          "--output", str(tmp_path / "sr"), "--tile", "5"]) == 0
     from PIL import Image
@@ -291,11 +294,7 @@ def test_unwritable_output_folder_is_one_error_before_any_image(tmp_path: Path,
 
 
 def test_cli_takes_safetensors_and_chooses_params(tmp_path: Path, capsys) -> None:
-    rng = np.random.default_rng(6)
-    write_image(tmp_path / "lr" / "a.png", rng.random((9, 10, 3), dtype=np.float32))
-    lr = to_tensor(read_image(tmp_path / "lr" / "a.png")).unsqueeze(0)
-    model = small(lr)
-    save_generator(tmp_path / "g.safetensors", model)
+    lr, model = saved_model(tmp_path, (9, 10), 6, "g.safetensors")
 
     def run(weights: Path, *extra: str) -> np.ndarray | None:
         out = tmp_path / f"sr_{weights.stem}_{'_'.join(extra)}"
