@@ -3,8 +3,9 @@
 For each preset, real runs of experiments/run.py with the same seed and steps: plain fp32,
 full bf16 (``precision1=bf16 precision2=bf16``) and the mixed setting (stage 1 in bf16, stage 2
 ``bf16-losses``: G in fp32, VGG19 and D in bf16), both bf16 ones with ``channels_last=True``,
-all with ``vgg_weights=random`` (a random VGG19 has the ImageNet one's cost; no file needed).
-Prints the validation PSNR-Y of the PSNR-oriented
+and a control in fp32 with the fused Adam kernel (rounding alone: the floor a precision
+difference is read against), all with ``vgg_weights=random`` (a random VGG19 has the ImageNet
+one's cost; no file needed). Prints the validation PSNR-Y of the PSNR-oriented
 (stage 1) and the GAN (stage 2) generator of each, their difference against the guard
 (|bf16 - fp32| <= 0.05 dB; validation metrics are always computed in fp32), and the training
 seconds of each stage with the speed-up. About 30 s for tiny and 7 min a setting for cpu
@@ -29,7 +30,11 @@ GUARD_DB = 0.05
 PATHS = {"fp32": ["precision1=fp32", "precision2=fp32", "channels_last=False"],
          "bf16 + channels_last": ["precision1=bf16", "precision2=bf16", "channels_last=True"],
          "bf16 / bf16-losses + CL": ["precision1=bf16", "precision2=bf16-losses",
-                                     "channels_last=True"]}
+                                     "channels_last=True"],
+         # fp32 with another Adam kernel: how far rounding alone moves the models, i.e. the
+         # noise floor a precision difference is read against
+         "fp32, fused Adam (control)": ["precision1=fp32", "precision2=fp32",
+                                        "channels_last=False", "adam=fused"]}
 
 
 def run(preset: str, switches: list[str], folder: Path) -> dict:
@@ -60,10 +65,10 @@ def main() -> int:
             results = {label: run(preset, switches, Path(tmp) / preset / str(i))
                        for i, (label, switches) in enumerate(paths.items())}
             print(f"\npreset {preset} ({time.perf_counter() - t0:.0f} s for {len(results)} runs)")
-            print(f"  {'':22s} {'PSNR-Y stage 1':>14s} {'PSNR-Y GAN':>11s} "
+            print(f"  {'':26s} {'PSNR-Y stage 1':>14s} {'PSNR-Y GAN':>11s} "
                   f"{'train s stage 1':>15s} {'stage 2':>8s}")
             for label, result in results.items():
-                print(f"  {label:22s} {result['psnr_model']['val']['psnr']:14.3f} "
+                print(f"  {label:26s} {result['psnr_model']['val']['psnr']:14.3f} "
                       f"{result['gan_model']['val']['psnr']:11.3f} "
                       f"{result['seconds']['stage1']:15.1f} {result['seconds']['stage2']:8.1f}")
             ref = results["fp32"]
@@ -75,13 +80,13 @@ def main() -> int:
                     verdicts[(preset, label)] = verdicts.get((preset, label), True) and \
                         abs(diff) <= GUARD_DB
                 speed = [ref["seconds"][s] / fast["seconds"][s] for s in ("stage1", "stage2")]
-                print(f"  {label:22s} - fp32: stage 1 {checks[0]}, GAN {checks[1]} "
+                print(f"  {label:26s} - fp32: stage 1 {checks[0]}, GAN {checks[1]} "
                       f"(guard |d| <= {GUARD_DB}: "
                       f"{'PASS' if verdicts[(preset, label)] else 'FAIL'}); training "
                       f"{speed[0]:.2f}x / {speed[1]:.2f}x faster")
     print()
     for (preset, label), ok in verdicts.items():
-        print(f"quality guard {preset:5s} {label:22s}: {'PASS' if ok else 'FAIL'}")
+        print(f"quality guard {preset:5s} {label:26s}: {'PASS' if ok else 'FAIL'}")
     return 0
 
 

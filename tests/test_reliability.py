@@ -157,6 +157,8 @@ def test_two_identical_commands_train_the_cell_once(tmp_path: Path) -> None:
     assert not list((tmp_path / "work").rglob("*.tmp"))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_command_waiting_on_the_lock_skips_the_cell_finished_meanwhile(tmp_path: Path
                                                                         ) -> None:
     import fcntl
