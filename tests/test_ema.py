@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from esrgan.archs.rrdbnet import build_generator
@@ -74,6 +75,9 @@ def test_ema_resumes_bit_exactly(tmp_path: Path) -> None:
     assert all(torch.equal(v, split.state_dict()[k]) for k, v in whole.state_dict().items())
 
 
+# in the e2e suite (CI runs it every time): it keeps `make test` under 5 minutes
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_ema_run_ships_both_weights_and_says_so(tmp_path: Path) -> None:
     env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}
     args = ["with", "tiny", "steps1=20", "steps2=10", "ema_decay=0.9", "progress=False",

@@ -63,6 +63,9 @@ def test_tiny_run_writes_a_complete_file_store_run(tmp_path: Path) -> None:
     assert "conv_first.weight" in state
 
 
+# in the e2e suite (CI runs it every time): it keeps `make test` under 5 minutes
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_runs_sharing_generator_settings_reuse_stage1(tmp_path: Path) -> None:
     run_exp(tmp_path, "with", "tiny", *FAST)
     run_exp(tmp_path, "with", "tiny", *FAST, "ragan=False")  # a stage-2 switch only
