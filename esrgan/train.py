@@ -236,9 +236,10 @@ def _readable_checkpoint(path: Path, parts: Iterable[str]) -> dict | None:
 def _load_checkpoint(path: Path, parts: Iterable[str] = ()) -> dict | None:
     """The checkpoint at ``path`` (None if absent or unreadable: rank 0 sets an unreadable one
     aside); under DDP every rank must read rank 0's."""
-    usable = distributed.from_main(
-        _readable_checkpoint(path, parts) is not None if distributed.is_main() else None)
-    state = load_checkpoint(path) if usable else None
+    checked = _readable_checkpoint(path, parts) if distributed.is_main() else None
+    usable = distributed.from_main(checked is not None if distributed.is_main() else None)
+    # rank 0 keeps the state it has just checked; the other ranks read the file once each
+    state = (checked if distributed.is_main() else load_checkpoint(path)) if usable else None
     mine = None if state is None else int(state["step"])
     step = distributed.from_main(mine)
     if mine != step:

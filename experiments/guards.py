@@ -2,7 +2,8 @@
 
 - :func:`skip_if_completed`: the stores already hold the run as COMPLETED: exit 0 at once;
 - :func:`check_disk`: the work folder or the file store lacks the space a run needs: one line;
-- :func:`cell_lock`: another process runs the same cell: wait for it, then find it COMPLETED.
+- :func:`cell_lock`: another process runs the same cell: wait for it, then find it COMPLETED
+  (on :func:`file_lock`, the lock the stage-1 cache uses too).
 
 They run in ``run.py``'s config hook, before any observer starts or anything trains.
 """
@@ -13,10 +14,10 @@ import fcntl
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sacred.utils import SacredError
 
@@ -64,6 +65,28 @@ def check_disk(cfg: Mapping[str, Any], stores: StoreTargets) -> None:
 
 
 @contextmanager
+def file_lock(path: Path, on_wait: Callable[[IO[str]], None] | None = None
+              ) -> Iterator[IO[str]]:
+    """An exclusive lock on ``path`` (created with its folder), held for the ``with`` block.
+
+    When another process holds it, ``on_wait(handle)`` runs first (e.g. to say who), then
+    this process waits. The block gets the lock file's handle (a holder may note itself in it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(handle)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterator[None]:
     """Hold ``<work_dir>/locks/<kind>-<cell key>.lock`` while this process runs the cell.
 
@@ -72,16 +95,14 @@ def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterat
     """
     key = build.cell_key(cfg)
     path = Path(cfg["work_dir"]) / "locks" / f"{kind}-{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            print(f"{kind} {key} is being run by {holder} (lock {path}): waiting for it",
-                  flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+
+    def say_who(handle: IO[str]) -> None:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        print(f"{kind} {key} is being run by {holder} (lock {path}): waiting for it",
+              flush=True)
+
+    with file_lock(path, on_wait=say_who) as handle:
         # Checked again under the lock: the other process may have finished the cell between
         # this process's first check and taking the lock, with or without a wait.
         skip_if_completed(cfg, kind, stores)
@@ -89,9 +110,4 @@ def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterat
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
+        yield

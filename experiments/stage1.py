@@ -15,10 +15,9 @@ rank 0 locks, decides and writes for every rank.
 
 from __future__ import annotations
 
-import fcntl
 import json
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +33,7 @@ from esrgan.weights import (
     save_generator,
 )
 from experiments import build
+from experiments.guards import file_lock
 
 
 class Sink(Protocol):
@@ -42,18 +42,6 @@ class Sink(Protocol):
     scalars: list[tuple[str, float, int]]
 
     def log(self, name: str, value: float, step: int) -> None: ...
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created), held for the ``with`` block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], Any],
@@ -113,12 +101,16 @@ def _cached(folder: Path) -> tuple[dict, dict | None, dict] | None:
     if not done.exists():
         return None
     try:
-        state = load_generator_state(done, params="params")
-        checkpoint = load_checkpoint(done)
-        ema_state = (load_generator_state(done, params="params_ema")
-                     if isinstance(checkpoint, dict) and "params_ema" in checkpoint else None)
+        checkpoint = load_checkpoint(done)  # read once: both weights come from it
     except CheckpointError as exc:
         set_aside(done, str(exc))
+        return None
+    try:
+        state = load_generator_state(checkpoint, params="params")
+        ema_state = (load_generator_state(checkpoint, params="params_ema")
+                     if isinstance(checkpoint, dict) and "params_ema" in checkpoint else None)
+    except CheckpointError as exc:  # its message names the loaded dict, not the file
+        set_aside(done, f"{done}: {exc}")
         return None
     try:
         record = json.loads(record_file.read_text())
