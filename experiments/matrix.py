@@ -225,18 +225,14 @@ def is_done(cell: Cell, done: set[tuple[str, str]]) -> bool:
 # ------------------------------------------------------------------------------------------
 
 
-def vgg_fallback(extra: dict[str, Any]) -> str | None:
+def vgg_fallback(preset: str, extra: dict[str, Any]) -> str | None:
     """Use a random VGG19 when the ImageNet file is missing (and say so); None if not needed."""
-    if "vgg_weights" in extra:
+    if not presets.needs_vgg_fallback(preset, extra):
         return None
-    from esrgan.archs.vgg import imagenet_weights_path
-
-    path = imagenet_weights_path()
-    if path.is_file():
-        return None
-    extra["vgg_weights"] = "random"
-    return (f"NOTE: ImageNet VGG19 weights not found at {path}: this matrix runs with "
-            "vgg_weights=random (a seeded random-weight VGG19), and every figure says so.")
+    notice = presets.random_vgg_notice("this matrix")
+    if notice:
+        extra["vgg_weights"] = "random"
+    return notice
 
 
 def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str],
@@ -329,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         stores, _ = from_argv(flags)
         seeds = args.seeds if args.seeds is not None else presets.MATRIX_SEEDS[args.preset]
         extra = dict(parse_override(o) for o in args.overrides)
-        notice = vgg_fallback(extra)
+        notice = vgg_fallback(args.preset, extra)
         cells = make_cells(args.design, args.preset, range(seeds), extra)
         cells += interpolation_cells(cells)
         for cell in cells:

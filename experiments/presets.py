@@ -260,6 +260,30 @@ def _vgg_problem(weights: str) -> str | None:
     return None
 
 
+def random_vgg_notice(what: str) -> str | None:
+    """The notice of ``what`` (a run, a matrix) running without the ImageNet VGG19 file.
+
+    None when the file is in torchvision's cache. A single run and the matrix fall back to
+    ``vgg_weights=random`` the same way, with this notice at their start and end; the run
+    records it in its config and its departures from the paper.
+    """
+    from esrgan.archs.vgg import imagenet_weights_path
+
+    path = imagenet_weights_path()
+    if path.is_file():
+        return None
+    return (f"NOTE: ImageNet VGG19 weights not found at {path}: {what} uses "
+            "vgg_weights=random (a seeded random-weight VGG19); the run records it and every "
+            "report and figure says so (put the file there, or name one with vgg_weights=)")
+
+
+def needs_vgg_fallback(preset: str, overrides: Mapping[str, Any]) -> bool:
+    """Whether a run of ``preset`` with ``overrides`` would ask for the ImageNet VGG19 file."""
+    if "vgg_weights" in overrides or "resume" in overrides:
+        return False  # the user named the weights, or a resumed run keeps its own
+    return bool(resolve(preset)["vgg_weights"] == "imagenet")
+
+
 def validate(cfg: Mapping[str, Any]) -> list[str]:
     """Every problem of a config, one short sentence each (empty: fine)."""
     defaults = _defaults()

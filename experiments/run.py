@@ -44,6 +44,7 @@ from tqdm import tqdm
 # sacred 0.8.7 imports pkg_resources (hence setuptools<81); its deprecation warning is noise
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+import sacred.experiment  # noqa: E402
 from sacred import Experiment  # noqa: E402
 from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
@@ -62,6 +63,7 @@ from experiments.store.mongo import MongoUnavailable  # noqa: E402
 from experiments.store.targets import StoreTargets  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_sacred_format_error = sacred.experiment.format_sacred_error
 
 
 class Sink:
@@ -350,15 +352,46 @@ def make_experiment(stores: StoreTargets | None = None) -> Experiment:
     return ex
 
 
+def _format_error(error: BaseException, short_usage: str) -> str:
+    """Sacred's error text, except that a :class:`RunError` is one ``error:`` line."""
+    if isinstance(error, RunError):
+        return f"error: {error}"
+    return _sacred_format_error(error, short_usage)
+
+
+def vgg_fallback(args: list[str]) -> tuple[list[str], str | None]:
+    """Sacred's arguments with ``vgg_weights=random`` added when the ImageNet file is missing.
+
+    What ``make ablation`` does for every cell, a single command does too (the notice says
+    so); a command that names ``vgg_weights`` or ``resume``, or only prints, is left alone.
+    """
+    if any(a.startswith("print") for a in args[1:2]):
+        return args, None
+    updates = args[args.index("with") + 1:] if "with" in args else []
+    words = [u for u in updates if not u.startswith("-")]
+    named = [w for w in words if "=" not in w and w in presets.NAMED]
+    overrides = dict(w.split("=", 1) for w in words if "=" in w)
+    if not presets.needs_vgg_fallback(named[-1] if named else "cpu", overrides):
+        return args, None
+    notice = presets.random_vgg_notice("this run")
+    if notice is None:
+        return args, None
+    return [*args, *([] if "with" in args else ["with"]), "vgg_weights=random"], notice
+
+
 def command_line(argv: list[str]) -> None:
     """``python experiments/run.py ...``: the stores from argv, observers, then Sacred."""
     from experiments.store.observer import ignore_sacred_store_options, observers_for
 
     # A warning is one line for the user (the message says what and where), not a source line.
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    # Sacred prints an error as "<module>.<class>: message"; every refusal of this suite is
+    # one "error: ..." line, whichever command gives it.
+    sacred.experiment.format_sacred_error = _format_error
 
     try:
         stores, rest = store_targets.from_argv(argv)
+        rest, notice = vgg_fallback(rest)
         ex = make_experiment(stores)
         observed = not any(a.startswith("print_") for a in rest)  # print_config: no run
         if observed and distributed.launch_rank() == 0:  # a torchrun worker logs nothing
@@ -366,8 +399,12 @@ def command_line(argv: list[str]) -> None:
     except (MongoUnavailable, ValueError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
     ignore_sacred_store_options(ex)  # Sacred's -F/-m are in `stores` already
+    if notice:
+        print(notice, flush=True)
     try:
         ex.run_commandline(rest)
+        if notice:
+            print(notice, flush=True)
     except KeyboardInterrupt:
         # Sacred has stored the run as INTERRUPTED; the training saved its last checkpoint
         print("interrupted: the checkpoints are saved; run the same command to resume",
