@@ -28,6 +28,7 @@ global batch. Only rank 0 attaches observers, writes checkpoints and evaluates.
 from __future__ import annotations
 
 import csv
+import signal
 import subprocess
 import sys
 import time
@@ -352,6 +353,19 @@ def make_experiment(stores: StoreTargets | None = None) -> Experiment:
     return ex
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as SLURM and Kubernetes send before SIGKILL: handled exactly as Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+# What a stopped run says, and its exit status (128 + the signal's number, as a shell reports).
+STOPPED = {Terminated: ("terminated (SIGTERM)", 128 + signal.SIGTERM),
+           KeyboardInterrupt: ("interrupted", 130)}
+
+
 def _format_error(error: BaseException, short_usage: str) -> str:
     """Sacred's error text, except that a :class:`RunError` is one ``error:`` line."""
     if isinstance(error, RunError):
@@ -399,17 +413,20 @@ def command_line(argv: list[str]) -> None:
     except (MongoUnavailable, ValueError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
     ignore_sacred_store_options(ex)  # Sacred's -F/-m are in `stores` already
+    # The training loop saves its checkpoint on KeyboardInterrupt; Terminated is one.
+    signal.signal(signal.SIGTERM, _terminate)
     if notice:
         print(notice, flush=True)
     try:
         ex.run_commandline(rest)
         if notice:
             print(notice, flush=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Sacred has stored the run as INTERRUPTED; the training saved its last checkpoint
-        print("interrupted: the checkpoints are saved; run the same command to resume",
+        what, status = STOPPED[type(stop) if type(stop) in STOPPED else KeyboardInterrupt]
+        print(f"{what}: the checkpoints are saved; run the same command to resume",
               file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(status) from None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +66,32 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def default_signals() -> None:
+    """``preexec_fn`` of a child a test signals: SIGINT and SIGTERM at their defaults.
+
+    A test runner started under nohup, with ``&`` in a script or by some CI runners
+    inherits an ignored SIGINT, and so would the run it starts (Python then installs no
+    KeyboardInterrupt handler); a user pressing Ctrl-C has the default disposition.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str,
+             limit_s: float = 900) -> None:
+    """Wait until ``condition()`` holds (an event the code emits), failing if ``proc`` ends.
+
+    ``limit_s`` only keeps a broken run from hanging the suite; a slow machine just waits.
+    """
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended (rc {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {limit_s:.0f} s")
+        time.sleep(0.05)
 
 
 def stage2_checkpoint_step(work: Path) -> int:

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 MATRIX = [sys.executable, str(REPO / "experiments" / "matrix.py")]
@@ -46,10 +47,7 @@ def test_tiny_ablation_end_to_end(tmp_path: Path, mongo_server) -> None:
     # first pass: killed (the whole process group, as Ctrl-C or a lost job would) halfway
     first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while len(completed(runs)) < 4 and time.monotonic() < deadline:
-        assert first.poll() is None, "matrix ended before it could be killed"
-        time.sleep(0.2)
+    wait_for(lambda: len(completed(runs)) >= 4, first, "4 completed cells")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     before = {r["id"]: r["cell_key"] for r in completed(runs)}

@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port, stage2_checkpoint_step
+from conftest import free_port, stage2_checkpoint_step, wait_for
 
 from esrgan.data import embedded_pairs, to_tensor
 from esrgan.weights import load_generator, load_generator_state
@@ -128,10 +127,8 @@ def test_torchrun_tiny_run_equals_one_process_and_is_logged_once(tmp_path: Path)
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          f"--master_port={free_port()}", *job], cwd=resumed, env={**os.environ, **resumed_env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while stage2_checkpoint_step(resumed / "work") < 5 and time.monotonic() < deadline:
-        assert killed.poll() is None, "the torchrun job ended before it could be killed"
-        time.sleep(0.05)
+    wait_for(lambda: stage2_checkpoint_step(resumed / "work") >= 5, killed,
+             "the stage-2 checkpoint of step 5")
     _kill_job(resumed)
     killed.wait()
     at = stage2_checkpoint_step(resumed / "work")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import stage2_checkpoint_step
+from conftest import stage2_checkpoint_step, wait_for
 
 from esrgan.weights import load_generator_state
 
@@ -103,11 +103,8 @@ def test_sigkill_in_stage2_then_resume_is_bit_exact(tmp_path: Path) -> None:
     env = {**os.environ, "ESRGAN_RUNS": str(killed / "runs")}
     proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=killed, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while stage2_checkpoint_step(killed / "work") < 20 and time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail("the run ended before it could be killed")
-        time.sleep(0.05)
+    wait_for(lambda: stage2_checkpoint_step(killed / "work") >= 20, proc,
+             "the stage-2 checkpoint of step 20")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     step = stage2_checkpoint_step(killed / "work")
@@ -208,9 +205,8 @@ def test_mongodb_lost_mid_run_keeps_the_run(tmp_path: Path, mongo_factory) -> No
             "ckpt_every=5", "progress=False", "val_metrics=['psnr']"]
     proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while stage2_checkpoint_step(tmp_path / "work") < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: stage2_checkpoint_step(tmp_path / "work") >= 5, proc,
+             "the stage-2 checkpoint of step 5")
     server.stop()  # MongoDB goes away in the middle of stage 2
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

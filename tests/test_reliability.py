@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import stage2_checkpoint_step
+from conftest import default_signals, stage2_checkpoint_step, wait_for
 
 from esrgan.weights import load_generator_state
 
@@ -27,7 +26,7 @@ FAST = ["steps1=30", "steps2=20", "ckpt_every=10", "progress=False", "val_metric
         "test_sets=[]"]
 
 
-def run_exp(tmp: Path, *args: str, timeout: float = 120, env: dict | None = None
+def run_exp(tmp: Path, *args: str, timeout: float = 600, env: dict | None = None
             ) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "ESRGAN_RUNS": str(tmp / "runs"), **(env or {})}
     return subprocess.run([sys.executable, str(RUN), *args], cwd=tmp, env=full_env,
@@ -81,10 +80,8 @@ def _kill_in_stage2(tmp: Path, args: list[str]) -> None:
     env = {**os.environ, "ESRGAN_RUNS": str(tmp / "runs")}
     proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while stage2_checkpoint_step(tmp / "work") < 10 and time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
+    wait_for(lambda: stage2_checkpoint_step(tmp / "work") >= 10, proc,
+             "the stage-2 checkpoint of step 10")
     proc.kill()
     proc.wait()
 
@@ -195,22 +192,50 @@ def test_a_command_waiting_on_the_lock_skips_the_cell_finished_meanwhile(tmp_pat
 # Ctrl-C
 
 
+STOP_ARGS = ["with", "tiny", "steps1=30", "steps2=400", "ckpt_every=5", "progress=False",
+             "val_metrics=['psnr']", "test_sets=[]"]
+
+
+def _stop_in_stage2(tmp: Path, sig: signal.Signals) -> tuple[int, str]:
+    """Start a run, send ``sig`` once stage 2 has checkpointed step 10; (status, stderr)."""
+    env = {**os.environ, "ESRGAN_RUNS": str(tmp / "runs")}
+    proc = subprocess.Popen([sys.executable, str(RUN), *STOP_ARGS], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
+    wait_for(lambda: stage2_checkpoint_step(tmp / "work") >= 10, proc,
+             "the stage-2 checkpoint of step 10")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
-    args = ["with", "tiny", "steps1=30", "steps2=400", "ckpt_every=5", "progress=False",
-            "val_metrics=['psnr']", "test_sets=[]"]
-    env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.Popen([sys.executable, str(RUN), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while stage2_checkpoint_step(tmp_path / "work") < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    returncode, err = _stop_in_stage2(tmp_path, signal.SIGINT)
+    assert returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("interrupted: the checkpoints are saved; run the "
                                             "same command to resume")
     assert statuses(tmp_path) == ["INTERRUPTED"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_sigterm_is_handled_as_ctrl_c_and_the_same_command_resumes(tmp_path: Path) -> None:
+    returncode, err = _stop_in_stage2(tmp_path, signal.SIGTERM)
+    assert returncode == 143, err  # 128 + SIGTERM, distinct from Ctrl-C's 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("terminated (SIGTERM): the checkpoints are saved; "
+                                            "run the same command to resume")
+    assert statuses(tmp_path) == ["INTERRUPTED"]
+    saved = stage2_checkpoint_step(tmp_path / "work")
+    assert saved >= 10
+    again = run_exp(tmp_path, *STOP_ARGS, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert sorted(statuses(tmp_path)) == ["COMPLETED", "INTERRUPTED"]
+    (done,) = [d for d in run_dirs(tmp_path)
+               if json.loads((d / "run.json").read_text())["status"] == "COMPLETED"]
+    info = json.loads((done / "info.json").read_text())
+    assert info["esrgan"]["stage2_resumed_from"] == saved
 
 
 # ------------------------------------------------------------------------------------------
