@@ -24,6 +24,7 @@ from sacred.utils import SacredError
 from esrgan import distributed
 from experiments import build
 from experiments.store import completed
+from experiments.store.mongo import MongoUnavailable
 from experiments.store.targets import StoreTargets
 
 
@@ -44,7 +45,11 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -
         return
     key = build.cell_key(cfg)
     rank0 = distributed.launch_rank() == 0  # torchrun workers only read the store
-    if (kind, key) in completed(stores.runs, stores.mongo_target, sync=rank0):
+    try:
+        done = completed(stores.runs, stores.mongo_target, sync=rank0)
+    except MongoUnavailable as exc:
+        raise RunError(str(exc)) from None
+    if (kind, key) in done:
         print(f"{kind} {key} is already COMPLETED in the run store ({stores.describe()}): "
               "nothing to do (fresh=True runs it again)")
         raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly

@@ -390,3 +390,44 @@ def _empty_interp():
     from analysis.load import INTERP_COLUMNS
 
     return pd.DataFrame(columns=INTERP_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------
+# a MongoDB that accepts connections, answers the handshake and ping, then never answers
+
+
+def _silent_mongo_command(tmp: Path, url: str, which: str) -> list[str]:
+    if which == "sync":
+        run = tmp / "runs" / "1"
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"status": "COMPLETED", "artifacts": []}))
+        return [sys.executable, "-m", "experiments.store.sync", str(run), "--mongo", url]
+    if which == "run":
+        return [sys.executable, str(RUN), "--mongo", url, "with", "tiny", *FAST]
+    if which == "matrix":
+        return [sys.executable, str(MATRIX), "list", "default", "--preset", "tiny",
+                "--mongo", url]
+    return [sys.executable, "-m", "analysis.report", "--store", url, "--name", "silent"]
+
+
+@pytest.mark.parametrize("which", ["sync", "run", "matrix", "report"])
+def test_a_silent_mongodb_ends_each_command_with_one_line(tmp_path: Path, which: str) -> None:
+    from silent_mongo import SilentMongo
+
+    from experiments.store.mongo import SOCKET_TIMEOUT_S, TIMEOUT_S
+
+    with SilentMongo("handshake") as server:
+        cmd = _silent_mongo_command(tmp_path, f"{server.url}/silent", which)
+        env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}
+        # A bound far above the stated TIMEOUT_S + SOCKET_TIMEOUT_S (8 s) and below the minute
+        # that retried 30 s uploads took: the command must not wait for pymongo's defaults.
+        assert TIMEOUT_S + SOCKET_TIMEOUT_S <= 10
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=50)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MongoDB at "), done.stderr
+    assert f"{server.url}/silent is unreachable (no answer within" in last
+    assert "experiments.store.sync" in last or which == "sync"
+    assert not list((tmp_path / "work").glob("stage*/*/checkpoint.pth"))  # nothing trained

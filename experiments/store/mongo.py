@@ -24,7 +24,13 @@ SACRED_DEFAULT_DB = "sacred"
 TIMEOUT_S = 3.0
 """Server selection and connect timeout of every client (pymongo's default is 30 s)."""
 SOCKET_TIMEOUT_S = 5.0
-"""Socket timeout of a run's observer (one reply); bulk uploads pass a longer one."""
+"""The longest wait for any one reply (a query, a run document, one 255 kB artifact chunk).
+
+Operations are not retried (a retry would double the wait on a server that went silent), so
+a MongoDB that accepts connections and never answers ends a command within TIMEOUT_S +
+SOCKET_TIMEOUT_S, with one line (:func:`failure`); the file store keeps every run."""
+STORE_HINT = ("start it, fix the URL, or leave MongoDB out: the file store keeps every run "
+              "(upload later with python -m experiments.store.sync RUN_DIR --mongo URL)")
 
 
 class MongoUnavailable(RuntimeError):
@@ -57,7 +63,14 @@ def connect(url: str | list[str] | None, timeout_s: float = TIMEOUT_S,
     """The one way this project makes a MongoDB client (short, explicit timeouts)."""
     for key, value in client_options(timeout_s, socket_timeout_s).items():
         kwargs.setdefault(key, value)
+    kwargs.setdefault("retryReads", False)
+    kwargs.setdefault("retryWrites", False)
     return pymongo.MongoClient(url, **kwargs)
+
+
+def failure(url: str, error: BaseException, hint: str = STORE_HINT) -> MongoUnavailable:
+    """The one-line error of a MongoDB operation that failed (timed out, refused, closed)."""
+    return unreachable(url, reason_from_text(str(error), SOCKET_TIMEOUT_S), hint)
 
 
 # ------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.store import files
-from experiments.store.mongo import DEFAULT_DB, connect, parse_target, redact
+from experiments.store.mongo import DEFAULT_DB, connect, failure, parse_target, redact
 from experiments.store.record import Key, RunRecord, timestamp
 
 
@@ -88,17 +88,22 @@ class MongoStore:
         except (InvalidURI, ConfigurationError, ValueError) as e:
             raise StoreError(f"bad MongoDB URL {redact(target)}: {e}") from None
         except PyMongoError as e:
-            raise StoreError(f"cannot reach MongoDB at {redact(target)}: "
-                             f"{type(e).__name__}") from None
+            raise StoreError(str(failure(target, e))) from None
         self.db = self.client[database]
         # a canonical name without credentials or options, for the `source` column
         hosts = ",".join(f"{host}:{port}" for host, port in parsed["nodelist"])
         self.name = f"mongodb://{hosts}/{database}"
 
     def runs(self, statuses: Iterable[str] | None = None) -> Iterator[RunRecord]:
+        from pymongo.errors import PyMongoError
+
         query = {} if statuses is None else {"status": {"$in": list(statuses)}}
         projection = {"captured_out": 0, "experiment": 0, "host": 0, "meta": 0, "resources": 0}
-        for doc in self.db["runs"].find(query, projection).sort("_id", 1):
+        try:
+            docs = list(self.db["runs"].find(query, projection).sort("_id", 1))
+        except PyMongoError as e:
+            raise StoreError(str(failure(self.name, e))) from None
+        for doc in docs:
             artifacts = {a["name"]: a["file_id"] for a in doc.get("artifacts") or []}
             yield RunRecord(
                 run_id=str(doc["_id"]), source=self.name, status=str(doc.get("status", "")),
@@ -107,8 +112,14 @@ class MongoStore:
                 artifacts=list(artifacts), handle=(doc["_id"], artifacts))
 
     def metrics(self, record: RunRecord) -> dict[str, dict[str, list]]:
+        from pymongo.errors import PyMongoError
+
         out: dict[str, dict[str, list]] = {}
-        for doc in self.db["metrics"].find({"run_id": record.handle[0]}):
+        try:
+            docs = list(self.db["metrics"].find({"run_id": record.handle[0]}))
+        except PyMongoError as e:
+            raise StoreError(str(failure(self.name, e))) from None
+        for doc in docs:
             out[doc["name"]] = {"steps": list(doc.get("steps") or []),
                                 "values": list(doc.get("values") or [])}
         return out
@@ -116,17 +127,22 @@ class MongoStore:
     def artifact(self, record: RunRecord, name: str, cache_dir: Path | None = None) -> Path:
         """The GridFS artifact copied to ``cache_dir`` (reused when its size still matches)."""
         import gridfs
+        from pymongo.errors import PyMongoError
 
         file_id = record.handle[1][name]
         key = hashlib.sha256(self.name.encode()).hexdigest()[:12]
         root = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "esrgan-analysis"
         path = root / key / record.run_id / name
-        grid_out = gridfs.GridFS(self.db).get(file_id)
-        if path.is_file() and path.stat().st_size == grid_out.length:
-            return path
+        try:
+            grid_out = gridfs.GridFS(self.db).get(file_id)
+            if path.is_file() and path.stat().st_size == grid_out.length:
+                return path
+            content = grid_out.read()
+        except PyMongoError as e:
+            raise StoreError(str(failure(self.name, e))) from None
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(grid_out.read())
+        tmp.write_bytes(content)
         tmp.replace(path)
         return path
 
@@ -211,6 +227,8 @@ def file_store_completed(runs_dir: str | Path | None) -> dict[Key, Path]:
 
 def mongo_completed(mongo: str) -> set[Key]:
     """(kind, cell key) of every COMPLETED run in the MongoDB target ``mongo`` (URL/DB)."""
+    from pymongo.errors import PyMongoError
+
     url, db_name = parse_target(mongo, default_db=DEFAULT_DB)
     client = connect(url)
     done: set[Key] = set()
@@ -222,9 +240,16 @@ def mongo_completed(mongo: str) -> set[Key]:
                                start_time=None)
             if record.key is not None:
                 done.add(record.key)
+    except PyMongoError as exc:
+        raise failure(url, exc) from None
     finally:
         client.close()
     return done
+
+
+def missing_from_mongo(file_done: dict[Key, Path], mongo_done: set[Key]) -> list[Path]:
+    """Run folders COMPLETED in the file store that MongoDB lacks."""
+    return [path for key, path in sorted(file_done.items()) if key not in mongo_done]
 
 
 def reconcile(file_done: dict[Key, Path], mongo_done: set[Key], mongo: str) -> list[Path]:
@@ -232,13 +257,17 @@ def reconcile(file_done: dict[Key, Path], mongo_done: set[Key], mongo: str) -> l
     from experiments.store.sync import sync_file_run_to_mongo
 
     url, db_name = parse_target(mongo)
-    synced = []
-    for key, path in sorted(file_done.items()):
-        if key not in mongo_done:
-            sync_file_run_to_mongo(path, url, db_name)
-            mongo_done.add(key)
-            synced.append(path)
-    return synced
+    missing = missing_from_mongo(file_done, mongo_done)
+    if missing:
+        # Why they are missing: runs made without --mongo, or while MongoDB was unreachable
+        # or lost mid-run (the file store keeps every run); the stores must agree.
+        print(f"uploading {len(missing)} run(s) that the file store holds as COMPLETED and "
+              f"MongoDB {redact(url)} lacks (made without --mongo, or while MongoDB was "
+              f"unreachable): {', '.join(p.name for p in missing)}", flush=True)
+    for path in missing:
+        sync_file_run_to_mongo(path, url, db_name)
+        mongo_done.update(k for k, v in file_done.items() if v == path)
+    return missing
 
 
 def completed(runs_dir: str | Path | None, mongo: str | None, sync: bool = True) -> set[Key]:
@@ -248,9 +277,7 @@ def completed(runs_dir: str | Path | None, mongo: str | None, sync: bool = True)
     done = set(file_done)
     if mongo:
         mongo_done = mongo_completed(mongo)
-        synced = reconcile(file_done, mongo_done, mongo) if sync else []
-        if synced:
-            print(f"synced {len(synced)} run(s) completed in the file store but not in MongoDB "
-                  f"(a process stopped between the two): {', '.join(p.name for p in synced)}")
+        if sync:
+            reconcile(file_done, mongo_done, mongo)
         done |= mongo_done
     return done

@@ -3,8 +3,8 @@
     python -m experiments.store.sync RUN_DIR... --mongo mongodb://host:27017/esrgan
 
 Used after a run lost its MongoDB mid-way (its complete record is in the file store), and by
-``reader.completed`` when a process stopped between the file store's and MongoDB's completed
-event.
+``reader.completed`` for the runs the file store holds as COMPLETED and MongoDB lacks (made
+without ``--mongo``, or while MongoDB was unreachable).
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ from sacred.observers import MongoObserver
 from sacred.observers.mongo import force_bson_encodeable
 
 from experiments.store import files
-from experiments.store.mongo import MongoUnavailable, connect, parse_target, ping, redact
+from experiments.store.mongo import (
+    MongoUnavailable,
+    connect,
+    failure,
+    parse_target,
+    ping,
+    redact,
+)
 
-UPLOAD_SOCKET_TIMEOUT_S = 30.0  # artifacts (generator weights) are megabytes
 
 def _parse_time(value: Any) -> Any:
     if isinstance(value, str):
@@ -64,110 +70,118 @@ def sync_file_run_to_mongo(run_dir: str | Path, mongo_url: str, db_name: str) ->
     typically RUNNING with a stale heartbeat) is completed under its own _id, replacing the
     metrics and artifacts it had stored.
     """
-    import gridfs
-
     run_dir = Path(run_dir).resolve()
     run = files.read_json(run_dir / files.RUN_FILE, None)
     if run is None:
         raise FileNotFoundError(f"{run_dir} is not a file-store run folder (no run.json)")
-    marker = str(run_dir)
     ping(mongo_url, hint="start it or fix the URL; the run stays in the file store")
-    client = connect(mongo_url, socket_timeout_s=UPLOAD_SOCKET_TIMEOUT_S)
+    client = connect(mongo_url)
     try:
-        db = client[db_name]
-        runs, metrics_coll, fs = db["runs"], db["metrics"], gridfs.GridFS(db)
-        done = runs.find_one({"info.synced_from_file_store": marker}, {"_id": 1})
-        if done is not None:
-            return int(done["_id"])
-
-        previous = runs.find_one({"meta.file_store_dir": marker})
-        if previous is not None:
-            run_id = int(previous["_id"])
-            # Replace what the live run (or an interrupted sync) stored under this id.
-            metrics_coll.delete_many({"run_id": run_id})
-            for art in previous.get("artifacts") or []:
-                if isinstance(art, dict) and "file_id" in art:
-                    fs.delete(art["file_id"])
-        else:
-            wanted = int(run_dir.name) if run_dir.name.isdigit() else None
-            skeleton = {"status": "SYNCING", "meta": {"file_store_dir": marker}}
-            run_id = _reserve_id(runs, wanted, skeleton)
-
-        for name in run.get("artifacts") or []:
-            for old in fs.find({"filename": f"artifact://{runs.name}/{run_id}/{name}"}):
-                fs.delete(old._id)  # left by an interrupted sync
-        artifacts = []
-        for name in run.get("artifacts") or []:
-            path = run_dir / name
-            if not path.exists():
-                continue
-            content_type, _ = mimetypes.guess_type(name)
-            with open(path, "rb") as f:
-                file_id = fs.put(
-                    f, filename=f"artifact://{runs.name}/{run_id}/{name}",
-                    metadata=None, content_type=content_type,
-                )
-            artifacts.append({"name": name, "file_id": file_id})
-
-        experiment = dict(run.get("experiment") or {})
-        stored_sources = ((previous or {}).get("experiment") or {}).get("sources")
-        sources = list(stored_sources or [])  # the live run uploaded them already
-        for source_name, stored in [] if sources else experiment.get("sources") or []:
-            path = run_dir.parent / stored
-            if path.is_file():
-                base = experiment.get("base_dir", "")
-                with open(path, "rb") as f:
-                    sources.append([source_name, fs.put(f, filename=str(Path(base) / source_name))])
-        experiment["sources"] = sources
-
-        info = dict(files.read_json(run_dir / files.INFO_FILE, {}))
-        info.pop("metrics", None)
-        info["metrics"] = []
-        for name, series in files.read_json(run_dir / files.METRICS_FILE, {}).items():
-            doc = {
-                "run_id": run_id,
-                "name": name,
-                "steps": series.get("steps", []),
-                "values": series.get("values", []),
-                "timestamps": [_parse_time(t) for t in series.get("timestamps", [])],
-            }
-            inserted = metrics_coll.insert_one(doc).inserted_id
-            info["metrics"].append({"name": name, "id": str(inserted)})
-        info["synced_from_file_store"] = marker
-
-        resources = []
-        for filename, stored in run.get("resources") or []:
-            stored_path = Path(stored)
-            resources.append(
-                [filename, get_digest(str(stored_path)) if stored_path.is_file() else None]
-            )
-        cout = run_dir / files.COUT_FILE
-        meta = dict(run.get("meta") or {})
-        meta["file_store_dir"] = marker
-        entry = {
-            "_id": run_id,
-            "experiment": experiment,
-            "format": MongoObserver.VERSION,
-            "command": run.get("command"),
-            "host": run.get("host", {}),
-            "start_time": _parse_time(run.get("start_time")),
-            "config": files.read_json(run_dir / files.CONFIG_FILE, {}),
-            "meta": meta,
-            "status": run.get("status"),
-            "resources": resources,
-            "artifacts": artifacts,
-            "captured_out": cout.read_text(errors="replace") if cout.exists() else "",
-            "info": force_bson_encodeable(info),
-            "heartbeat": _parse_time(run.get("heartbeat")),
-            "result": run.get("result"),
-        }
-        for key in ("stop_time", "fail_trace"):
-            if key in run:
-                entry[key] = _parse_time(run[key]) if key == "stop_time" else run[key]
-        runs.replace_one({"_id": run_id}, force_bson_encodeable(entry), upsert=True)
-        return run_id
+        return _upload(client, run, run_dir, db_name)
+    except pymongo.errors.PyMongoError as exc:
+        raise failure(mongo_url, exc, "start it or fix the URL; the run stays in the file "
+                      "store") from None
     finally:
         client.close()
+
+
+def _upload(client: pymongo.MongoClient, run: dict, run_dir: Path, db_name: str) -> int:
+    """The upload of :func:`sync_file_run_to_mongo` over an open client."""
+    import gridfs
+
+    marker = str(run_dir)
+    db = client[db_name]
+    runs, metrics_coll, fs = db["runs"], db["metrics"], gridfs.GridFS(db)
+    done = runs.find_one({"info.synced_from_file_store": marker}, {"_id": 1})
+    if done is not None:
+        return int(done["_id"])
+
+    previous = runs.find_one({"meta.file_store_dir": marker})
+    if previous is not None:
+        run_id = int(previous["_id"])
+        # Replace what the live run (or an interrupted sync) stored under this id.
+        metrics_coll.delete_many({"run_id": run_id})
+        for art in previous.get("artifacts") or []:
+            if isinstance(art, dict) and "file_id" in art:
+                fs.delete(art["file_id"])
+    else:
+        wanted = int(run_dir.name) if run_dir.name.isdigit() else None
+        skeleton = {"status": "SYNCING", "meta": {"file_store_dir": marker}}
+        run_id = _reserve_id(runs, wanted, skeleton)
+
+    for name in run.get("artifacts") or []:
+        for old in fs.find({"filename": f"artifact://{runs.name}/{run_id}/{name}"}):
+            fs.delete(old._id)  # left by an interrupted sync
+    artifacts = []
+    for name in run.get("artifacts") or []:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        content_type, _ = mimetypes.guess_type(name)
+        with open(path, "rb") as f:
+            file_id = fs.put(
+                f, filename=f"artifact://{runs.name}/{run_id}/{name}",
+                metadata=None, content_type=content_type,
+            )
+        artifacts.append({"name": name, "file_id": file_id})
+
+    experiment = dict(run.get("experiment") or {})
+    stored_sources = ((previous or {}).get("experiment") or {}).get("sources")
+    sources = list(stored_sources or [])  # the live run uploaded them already
+    for source_name, stored in [] if sources else experiment.get("sources") or []:
+        path = run_dir.parent / stored
+        if path.is_file():
+            base = experiment.get("base_dir", "")
+            with open(path, "rb") as f:
+                sources.append([source_name, fs.put(f, filename=str(Path(base) / source_name))])
+    experiment["sources"] = sources
+
+    info = dict(files.read_json(run_dir / files.INFO_FILE, {}))
+    info.pop("metrics", None)
+    info["metrics"] = []
+    for name, series in files.read_json(run_dir / files.METRICS_FILE, {}).items():
+        doc = {
+            "run_id": run_id,
+            "name": name,
+            "steps": series.get("steps", []),
+            "values": series.get("values", []),
+            "timestamps": [_parse_time(t) for t in series.get("timestamps", [])],
+        }
+        inserted = metrics_coll.insert_one(doc).inserted_id
+        info["metrics"].append({"name": name, "id": str(inserted)})
+    info["synced_from_file_store"] = marker
+
+    resources = []
+    for filename, stored in run.get("resources") or []:
+        stored_path = Path(stored)
+        resources.append(
+            [filename, get_digest(str(stored_path)) if stored_path.is_file() else None]
+        )
+    cout = run_dir / files.COUT_FILE
+    meta = dict(run.get("meta") or {})
+    meta["file_store_dir"] = marker
+    entry = {
+        "_id": run_id,
+        "experiment": experiment,
+        "format": MongoObserver.VERSION,
+        "command": run.get("command"),
+        "host": run.get("host", {}),
+        "start_time": _parse_time(run.get("start_time")),
+        "config": files.read_json(run_dir / files.CONFIG_FILE, {}),
+        "meta": meta,
+        "status": run.get("status"),
+        "resources": resources,
+        "artifacts": artifacts,
+        "captured_out": cout.read_text(errors="replace") if cout.exists() else "",
+        "info": force_bson_encodeable(info),
+        "heartbeat": _parse_time(run.get("heartbeat")),
+        "result": run.get("result"),
+    }
+    for key in ("stop_time", "fail_trace"):
+        if key in run:
+            entry[key] = _parse_time(run[key]) if key == "stop_time" else run[key]
+    runs.replace_one({"_id": run_id}, force_bson_encodeable(entry), upsert=True)
+    return run_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
