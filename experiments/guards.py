@@ -55,18 +55,38 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -
         raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
 
 
+def own_files_bytes(cfg: Mapping[str, Any]) -> int:
+    """Bytes of this run's own files already in the work folder (a resumed run replaces them)."""
+    work = Path(cfg["work_dir"])
+    folders = (work / "stage1" / build.stage1_key(cfg), work / "stage2" / build.cell_key(cfg))
+    return sum(f.stat().st_size for folder in folders if folder.is_dir()
+               for f in folder.rglob("*") if f.is_file())
+
+
 def check_disk(cfg: Mapping[str, Any], stores: StoreTargets) -> None:
-    """Refuse to start when the work folder or the file store lacks the space a run needs."""
-    needed = build.disk_needed(cfg)
-    for folder in (Path(cfg["work_dir"]), stores.runs):
+    """Refuse to start when the work folder or the file store lacks the space a run needs.
+
+    The need is counted once per file system, less the run's own files already in the work
+    folder: a resumed run writes each new checkpoint beside the old one and then drops it.
+    """
+    work = Path(cfg["work_dir"])
+    seen: set[int] = set()
+    for folder in (work, stores.runs):
         existing = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
         if existing is None:
             continue
+        device = existing.stat().st_dev
+        if device in seen:
+            continue
+        seen.add(device)
+        needed = build.disk_needed(cfg)
+        if folder == work:
+            needed = max(needed - own_files_bytes(cfg), 0)
         free = shutil.disk_usage(existing).free
         if free < needed:
             raise RunError(f"no space left on device: {folder} has {free / 1e6:.0f} MB free, "
-                           f"this run needs about {needed / 1e6:.0f} MB (the checkpoints and "
-                           f"their temporary copies)")
+                           f"this run needs about {needed / 1e6:.0f} MB more (the checkpoints "
+                           f"and their temporary copies)")
 
 
 @contextmanager

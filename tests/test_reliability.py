@@ -310,6 +310,56 @@ def test_full_disk_is_one_line_and_leaves_a_readable_record(tmp_path: Path) -> N
     assert lines["FOLDERS"] == "['1']"
 
 
+RESUME_ON_A_TIGHT_DISK = textwrap.dedent('''
+    import os, shutil, signal, subprocess, sys, time, pathlib
+    from experiments import build, presets
+    disk, run, size = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                   check=True)
+    env = {**os.environ, "ESRGAN_RUNS": str(disk / "runs")}
+    overrides = {"steps1": 30, "steps2": 400, "ckpt_every": 5, "progress": False,
+                 "val_metrics": ["psnr"], "test_sets": []}
+    args = [sys.executable, run, "with", "tiny", "steps1=30", "steps2=400", "ckpt_every=5",
+            "progress=False", "val_metrics=['psnr']", "test_sets=[]"]
+    proc = subprocess.Popen(args, cwd=disk, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    stage2 = disk / "work" / "stage2"
+    while not list(stage2.glob("*/checkpoint.pth")) and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    cfg = presets.resolve("tiny", overrides)
+    needed = build.disk_needed(cfg)
+    own = sum(f.stat().st_size for f in (disk / "work").rglob("*") if f.is_file())
+    # leave less than the whole estimate free, but more than the estimate less the run's files
+    target = needed - own // 2
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\\0" * max(shutil.disk_usage(disk).free - target, 0))
+    print("FREE", shutil.disk_usage(disk).free, "NEEDED", needed, "OWN", own)
+    again = subprocess.run(args, cwd=disk, env=env, capture_output=True, text=True)
+    print("AGAIN", again.returncode, again.stderr.strip().replace("\\n", "\\\\n"))
+''')
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a mount namespace")
+def test_a_resumed_run_counts_its_own_files_against_the_disk_it_needs(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "tight_disk.py"
+    script.write_text(RESUME_ON_A_TIGHT_DISK)
+    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(disk), str(RUN),
+                          "60m"], capture_output=True, text=True, timeout=900, cwd=REPO)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert "FREE" in lines, out.stdout + out.stderr
+    free, needed, own = (int(v) for v in lines["FREE"].split()[::2])
+    assert needed - own < free < needed  # the old check refused exactly this
+    rc, err = lines["AGAIN"].split(" ", 1)
+    assert rc == "0", err
+    assert "no space left" not in err
+
+
 # ------------------------------------------------------------------------------------------
 # the MongoDB password
 
