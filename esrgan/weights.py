@@ -295,6 +295,10 @@ def load_generator_state(path_or_dict: str | os.PathLike | dict, *,
     return _read_generator(path_or_dict, params)[0]
 
 
+SHAPE_KEYS = ("trunk", "bn", "nf", "nb", "gc", "scale", "in_ch", "out_ch")
+"""The build arguments that the tensors themselves determine (``infer_arch``)."""
+
+
 def read_generator_checkpoint(path_or_dict: str | os.PathLike | dict, *,
                               params: str = "auto") -> tuple[StateDict, dict]:
     """(state dict in our key names, arch dict) of a generator checkpoint.
@@ -309,6 +313,12 @@ def read_generator_checkpoint(path_or_dict: str | os.PathLike | dict, *,
     unknown = sorted(set(arch) - set(ARCH_KEYS))
     if unknown:
         raise CheckpointError(f"{source}: unknown entries in 'arch': {', '.join(unknown)}")
+    # The tensors decide the shape: a recorded arch that claims another one is refused before
+    # anything is built (a lying nb=1000000 would otherwise allocate gigabytes first).
+    shaped = [k for k in SHAPE_KEYS if k != "gc" or inferred["trunk"] == "rrdb"]
+    for key in (k for k in shaped if k in arch and arch[k] != inferred[k]):
+        raise CheckpointError(f"{source}: its 'arch' entry says {key}={arch[key]!r} but its "
+                              f"tensors hold {key}={inferred[key]!r}")
     return state, {**inferred, **arch}
 
 

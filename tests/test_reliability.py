@@ -481,3 +481,38 @@ def test_a_silent_mongodb_ends_each_command_with_one_line(tmp_path: Path, which:
     assert f"{server.url}/silent is unreachable (no answer within" in last
     assert "experiments.store.sync" in last or which == "sync"
     assert not list((tmp_path / "work").glob("stage*/*/checkpoint.pth"))  # nothing trained
+
+
+# ------------------------------------------------------------------------------------------
+# a weights file whose recorded architecture lies
+
+
+def _limit_memory() -> None:
+    import resource
+
+    default_signals()
+    cap = 8 << 30  # an 8 GiB address-space cap: building nb=1000000 blocks would pass it
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_lying_arch_is_refused_before_anything_is_built(tmp_path: Path, suffix: str) -> None:
+    import numpy as np
+
+    from esrgan.archs.rrdbnet import Generator
+    from esrgan.data import write_image
+    from esrgan.weights import save_checkpoint
+
+    model = Generator(nf=8, nb=1, gc=4)
+    lie = tmp_path / f"lie{suffix}"
+    save_checkpoint(lie, {"params": model.state_dict(), "arch": {**model.arch, "nb": 1000000}})
+    write_image(tmp_path / "in.png", np.full((16, 16, 3), 0.5, dtype=np.float32))
+    done = subprocess.run([sys.executable, "-m", "esrgan.upscale", "--weights", str(lie),
+                           "--input", str(tmp_path / "in.png"), "--output",
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=600, preexec_fn=_limit_memory)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "bad_alloc" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "its 'arch' entry says nb=1000000 but its tensors hold nb=1"), done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
