@@ -22,6 +22,7 @@ from typing import IO, Any
 from sacred.utils import SacredError
 
 from esrgan import distributed
+from esrgan.files import OutputError, check_output_dir
 from experiments import build
 from experiments.store import completed
 from experiments.store.mongo import MongoUnavailable
@@ -68,8 +69,13 @@ def check_disk(cfg: Mapping[str, Any], stores: StoreTargets) -> None:
 
     The need is counted once per file system, less the run's own files already in the work
     folder: a resumed run writes each new checkpoint beside the old one and then drops it.
+    A work folder that cannot be made or written (under a file, no permission) is one line too.
     """
     work = Path(cfg["work_dir"])
+    try:
+        check_output_dir(work)
+    except OutputError as exc:
+        raise RunError(f"work_dir: {exc}") from None
     seen: set[int] = set()
     for folder in (work, stores.runs):
         existing = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)

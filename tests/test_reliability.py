@@ -72,6 +72,24 @@ def test_run_store_under_a_file_is_one_line(tmp_path: Path) -> None:
                      "file, not a folder"], proc.stderr
 
 
+def test_work_dir_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    proc = run_exp(tmp_path, "with", "tiny", f"work_dir={tmp_path}/afile/work")
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: work_dir: cannot write into {tmp_path}/afile/work: {tmp_path}/"
+                     "afile is a file, not a folder"], proc.stderr
+    assert run_dirs(tmp_path) == []  # refused before any run folder was made
+
+
+def test_refusals_of_the_design_card_command_are_one_error_line(tmp_path: Path) -> None:
+    proc = run_exp(tmp_path, "with", "rrdb=True", "ragan=False", "beta=-1")
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: invalid config: beta must be > 0 (1.0 means no residual scaling), "
+                     "got -1"], proc.stderr
+
+
 # ------------------------------------------------------------------------------------------
 # checkpoints that cannot be read
 
