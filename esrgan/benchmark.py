@@ -60,6 +60,7 @@ output folder); bad input prints one ``error: ...`` line on stderr and exits wit
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -76,7 +77,7 @@ from tqdm import tqdm
 
 from esrgan.data.datasets import load_pair, pair_files
 from esrgan.data.imresize import imresize
-from esrgan.data.io import DataError, to_numpy, to_tensor
+from esrgan.data.io import DataError, images_by_stem, to_numpy, to_tensor
 from esrgan.files import atomic_write, check_output_dir
 from esrgan.metrics import METRICS, MetricInputError, MetricUnavailable
 from esrgan.metrics.color import YCBCR_MATRIX, rgb2y
@@ -268,6 +269,8 @@ def run_benchmark(
     if not sets or len(set(names)) != len(names):
         raise BenchmarkError(f"set names must be given and distinct, got {', '.join(names)}")
     device = torch.device(device)
+    for bench_set in sets:  # one image given twice (cat.png, cat.jpg) would count twice
+        images_by_stem(bench_set.hr_dir, "HR")
     files = {s.name: pair_files(s.hr_dir, s.lr_dir, scale) for s in sets}
     iqa = Path(iqa_weights) if iqa_weights is not None else None
     unavailable: dict[str, str] = {}
@@ -513,7 +516,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="published row to compare with (default auto: RRDB_PSNR with "
                         "--weights, Bicubic without)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default runs/benchmark/<weights stem or bicubic>)")
+                   help="output folder (default runs/benchmark/<weights stem>-<digest of "
+                        "its path>, or runs/benchmark/bicubic)")
     p.add_argument("--device", default="auto",
                    help="torch device for the network (default auto: cuda if available)")
     return p
@@ -529,6 +533,15 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchmarkError(f"--device {name}: CUDA is not available")
     return device
+
+
+def default_out_dir(weights: Path | None) -> Path:
+    """``runs/benchmark/<name>``: one folder per input file, so that two cells' ``G_gan.pth``
+    never write into the same folder (the name ends with a digest of the file's full path)."""
+    if weights is None:
+        return DEFAULT_OUT_ROOT / "bicubic"
+    digest = hashlib.sha256(str(weights.resolve()).encode()).hexdigest()[:8]
+    return DEFAULT_OUT_ROOT / f"{weights.stem}-{digest}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -555,12 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             label, scale = "bicubic", args.scale or 4
         else:
             model = load_generator(args.weights, params=args.params).to(device).eval()
-            label, scale = args.weights.name, args.scale or model.scale
+            label, scale = str(args.weights), args.scale or model.scale
             if scale != model.scale:
                 raise BenchmarkError(f"--scale {scale}: {args.weights} upscales x{model.scale}")
         row = {"auto": "Bicubic" if bicubic else "RRDB_PSNR", "none": None}.get(
             args.published, args.published)
-        out_dir = args.out or DEFAULT_OUT_ROOT / ("bicubic" if bicubic else args.weights.stem)
+        out_dir = args.out or default_out_dir(None if bicubic else args.weights)
         check_output_dir(out_dir)
         result = run_benchmark(sets, model, scale=scale, label=label, tile=args.tile,
                                overlap=args.tile_overlap, metrics=metrics,

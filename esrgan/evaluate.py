@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from esrgan.data.io import DataError, list_images, mod_crop, read_image
+from esrgan.data.io import DataError, images_by_stem, mod_crop, read_image
 from esrgan.files import atomic_write, check_output_path
 from esrgan.metrics import METRICS, evaluate_images, summarize
 
@@ -118,16 +118,9 @@ def _load_pairs(
 def _images_by_stem(folder: Path, kind: str) -> dict[str, Path]:
     """Every image in ``folder`` by its name without extension; EvaluateError on a clash."""
     try:
-        files = list_images(folder)
+        return images_by_stem(folder, kind)
     except DataError as exc:
         raise EvaluateError(str(exc)) from exc
-    by_stem: dict[str, Path] = {}
-    for path in files:
-        if path.stem in by_stem:
-            raise EvaluateError(f"{kind} files {by_stem[path.stem].name} and {path.name} in "
-                                f"{folder} have the same name")
-        by_stem[path.stem] = path
-    return by_stem
 
 
 def _header(metrics: Sequence[str], scale: int, crop: int | None = None,

@@ -118,7 +118,7 @@ def test_checkpoint_run_writes_table_with_published_column(
     assert np.isnan(table.loc["Mine", "psnr_published"])
     assert table["pi"].isna().all()  # unavailable is NaN ("n/a"), never 0
     assert (table["niqe"] > 0).all()
-    assert set(table["method"]) == {"tiny_x4.pth"} and set(table["images"]) == {2}
+    assert set(table["method"]) == {str(tiny_weights)} and set(table["images"]) == {2}
     per_image = pd.read_csv(out / "per_image.csv")
     assert len(per_image) == 4 and per_image["psnr"].notna().all()
 
@@ -182,3 +182,36 @@ def test_published_table_lookup():
     assert published("Bicubic", "DIV2K") is None
     with pytest.raises(KeyError):
         published("SRGAN", "Set5")
+
+
+def test_two_cells_models_of_one_name_go_to_two_default_folders(
+        two_images, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default output root is runs/benchmark/ under the cwd
+    paths = []
+    for cell, seed in (("cell_a", 0), ("cell_b", 1)):
+        torch.manual_seed(seed)
+        path = tmp_path / "work" / "stage2" / cell / "G_gan.pth"
+        path.parent.mkdir(parents=True)
+        save_generator(path, build_generator(nf=8, nb=1, gc=8))
+        paths.append(path)
+        assert main(["--weights", str(path), "--set", f"Set5={two_images}", "--metrics", "",
+                     "--device", "cpu"]) == 0
+    outs = sorted((tmp_path / "runs" / "benchmark").iterdir())
+    assert len(outs) == 2 and all(o.name.startswith("G_gan-") for o in outs)
+    tables = [(o / "benchmark.md").read_text() for o in outs]
+    assert tables[0] != tables[1]
+    for path in paths:  # each table names its whole input, not only G_gan.pth
+        assert sum(str(path) in t for t in tables) == 1
+    capsys.readouterr()
+
+
+def test_an_image_given_twice_under_one_name_is_refused(two_images, tmp_path, capsys):
+    from PIL import Image
+
+    Image.open(two_images / "bird.png").convert("RGB").save(two_images / "bird.jpg")
+    rc = main(["--set", f"Set5={two_images}", "--metrics", "", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip() == (f"error: HR files bird.jpg and bird.png in {two_images} have the "
+                           "same name")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -534,3 +534,24 @@ def test_a_lying_arch_is_refused_before_anything_is_built(tmp_path: Path, suffix
     assert done.stderr.strip().splitlines()[-1].endswith(
         "its 'arch' entry says nb=1000000 but its tensors hold nb=1"), done.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------------------------------------
+# the design card's command on a machine without the ImageNet VGG19 file
+
+
+def test_the_design_card_command_runs_without_the_imagenet_vgg19(tmp_path: Path) -> None:
+    env = {"TORCH_HOME": str(tmp_path / "torch-home")}  # an empty cache: no VGG19 file
+    proc = run_exp(tmp_path, "with", "rrdb=True", "ragan=False", "steps1=10", "steps2=4",
+                   "val_every1=10", "val_every2=4", "progress=False", "val_metrics=['psnr']",
+                   "test_sets=[]", env=env)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("NOTE: ImageNet")]
+    assert len(notes) == 2 and "this run uses vgg_weights=random" in notes[0]  # start and end
+    assert proc.stdout.splitlines()[0] == notes[0]
+    (run,) = run_dirs(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    assert config["vgg_weights"] == "random" and config["ragan"] is False
+    assert config["percep_normalize"] is True  # what the matrix's random-VGG cells use
+    info = json.loads((run / "info.json").read_text())
+    assert any("random-weight VGG19" in s for s in info["esrgan"]["substitutes"])

@@ -152,3 +152,18 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not files:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {folder}")
     return files
+
+
+def images_by_stem(folder: str | os.PathLike, kind: str) -> dict[str, Path]:
+    """Every image of ``folder`` by its name without extension (``list_images``).
+
+    Two files of one name (``cat.png`` and ``cat.jpg``) are one image given twice: a
+    ``DataError`` naming both, since pairing and scoring go by name.
+    """
+    by_stem: dict[str, Path] = {}
+    for path in list_images(folder):
+        if path.stem in by_stem:
+            raise DataError(f"{kind} files {by_stem[path.stem].name} and {path.name} in "
+                            f"{folder} have the same name")
+        by_stem[path.stem] = path
+    return by_stem
