@@ -28,6 +28,11 @@ from experiments.store import completed
 from experiments.store.mongo import MongoUnavailable
 from experiments.store.targets import StoreTargets
 
+# What a command prints when it finds its cell done, and when it waits for another process
+# (``experiments.matrix`` reads them in a cell's log to count what happened).
+ALREADY_COMPLETED = "is already COMPLETED in the run store"
+BEING_RUN_BY = "is being run by"
+
 
 class RunError(SacredError):
     """A bad input or a failed run: Sacred prints this one line instead of a traceback."""
@@ -51,7 +56,7 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -
     except MongoUnavailable as exc:
         raise RunError(str(exc)) from None
     if (kind, key) in done:
-        print(f"{kind} {key} is already COMPLETED in the run store ({stores.describe()}): "
+        print(f"{kind} {key} {ALREADY_COMPLETED} ({stores.describe()}): "
               "nothing to do (fresh=True runs it again)")
         raise SystemExit(0)  # Sacred only catches Exception: this ends the process cleanly
 
@@ -130,7 +135,7 @@ def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterat
     def say_who(handle: IO[str]) -> None:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
-        print(f"{kind} {key} is being run by {holder} (lock {path}): waiting for it",
+        print(f"{kind} {key} {BEING_RUN_BY} {holder} (lock {path}): waiting for it",
               flush=True)
 
     with file_lock(path, on_wait=say_who) as handle:

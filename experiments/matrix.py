@@ -35,9 +35,11 @@ import argparse
 import itertools
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ from tqdm import tqdm
 from esrgan.paper.claims import DEEP_STUDY, DEEP_VARIANTS, deep_label
 from esrgan.paper.switches import ESRGAN, NAMES, PAPER_PATH, SRGAN, matches, variant_label
 from experiments import build, presets
+from experiments.guards import ALREADY_COMPLETED, BEING_RUN_BY
 from experiments.store import completed
 from experiments.store.mongo import MongoUnavailable, ping, redact
 from experiments.store.targets import MONGO_ENV, StoreTargets
@@ -235,21 +238,74 @@ def vgg_fallback(preset: str, extra: dict[str, Any]) -> str | None:
     return notice
 
 
+# Relative cost of one training step, per generator parameter and LR pixel of the batch: a
+# GAN step adds VGG19 and D to the generator's forward and backward passes (about 6x a stage-1
+# step of the cpu preset, README "How the default was chosen"); each run also scores its
+# models, about 100 stage-1 steps' worth. Only the ratios matter: they weight the progress bar.
+GAN_STEP_COST = 6.0
+SCORING_STEPS = 100
+
+
+def expected_cost(cell: Cell, trains_stage1: bool) -> float:
+    """The work of one cell in stage-1-step units of its generator (for progress and ETA)."""
+    cfg = cell.config
+    if cell.kind == "interpolation":
+        return 1.0
+    size = sum(p.numel() for p in build.make_generator(cfg, seed=0).parameters())
+    per_step = size * int(cfg["batch"]) * (int(cfg["patch"]) // int(cfg["scale"])) ** 2
+    steps = (int(cfg["steps1"]) if trains_stage1 else 0) + SCORING_STEPS \
+        + GAN_STEP_COST * int(cfg["steps2"])
+    return per_step * steps
+
+
+def outcome(log: Path) -> str:
+    """What a cell's command did, from its log: 'trained', 'waited' or 'found'.
+
+    'found': another process had completed the cell already; 'waited': this command waited
+    for another process running the cell, then found it completed.
+    """
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if ALREADY_COMPLETED not in text:
+        return "trained"
+    return "waited" if BEING_RUN_BY in text else "found"
+
+
 def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str],
-              desc: str) -> list[Cell]:
-    """Run the commands, ``jobs`` at a time, with one progress bar; returns the failed cells."""
+              desc: str) -> tuple[list[Cell], Counter]:
+    """Run the commands, ``jobs`` at a time, with one progress bar weighted by each cell's
+    expected cost; returns the failed cells and how many were trained, found or waited for.
+
+    On SIGTERM (a scheduler stopping the job) the running cells get SIGTERM too and are waited
+    for: each saves its checkpoint, and running the same command again goes on.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     failed: list[Cell] = []
-    bar = tqdm(total=len(cells), desc=desc, unit="run", dynamic_ncols=True)
+    counts: Counter = Counter()
+    owners: set[str] = set()
+    costs: dict[int, float] = {}  # by id(cell): a Cell holds dicts and is not hashable
+    for cell in cells:
+        key = build.stage1_key(cell.config)
+        costs[id(cell)] = expected_cost(cell, key not in owners)
+        owners.add(key)
+    bar = tqdm(total=sum(costs.values()), desc=f"{desc} 0/{len(cells)} runs",
+               dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+    running: dict[int, subprocess.Popen] = {}
 
     def launch(cell: Cell) -> int:
         log = log_dir / f"{cell.kind}-{cell.key}.log"
         with open(log, "w") as handle:
             handle.write(shlex.join(cell.argv()) + "\n")
             handle.flush()
-            return subprocess.run(cell.argv(), stdout=handle, stderr=subprocess.STDOUT,
-                                  env=dict(env), cwd=os.getcwd()).returncode
+            proc = subprocess.Popen(cell.argv(), stdout=handle, stderr=subprocess.STDOUT,
+                                    env=dict(env), cwd=os.getcwd())
+            running[id(cell)] = proc
+            try:
+                return proc.wait()
+            finally:
+                running.pop(id(cell), None)
 
+    done = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         pending: dict[Future, Cell] = {}
         queue = list(cells)
@@ -257,23 +313,41 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
             while queue or pending:
                 while queue and len(pending) < jobs:
                     cell = queue.pop(0)
-                    bar.set_postfix_str(cell.label())
                     pending[pool.submit(launch, cell)] = cell
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     cell = pending.pop(future)
+                    log = log_dir / f"{cell.kind}-{cell.key}.log"
                     if future.result() != 0:
                         failed.append(cell)
-                        log = log_dir / f"{cell.kind}-{cell.key}.log"
                         tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
                         tqdm.write(f"FAILED: {cell.label()}: {' '.join(tail)} (log: {log})")
-                    bar.update(1)
-        except KeyboardInterrupt:
+                    else:
+                        counts[outcome(log)] += 1
+                    done += 1
+                    bar.set_description_str(f"{desc} {done}/{len(cells)} runs", refresh=False)
+                    bar.set_postfix_str(f"last: {cell.label()}", refresh=False)
+                    bar.update(costs[id(cell)])
+        except KeyboardInterrupt as stop:
+            queue.clear()
+            if isinstance(stop, Terminated):  # a terminal's Ctrl-C reaches every process
+                for proc in list(running.values()):
+                    proc.send_signal(signal.SIGTERM)
+            for proc in list(running.values()):
+                proc.wait()  # each cell saves its checkpoint first
             tqdm.write("interrupted: finished cells are stored; run the same command to go on")
             raise
         finally:
             bar.close()
-    return failed
+    return failed, counts
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to the matrix: its cells are stopped the same way, then it exits."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def thread_env(jobs: int) -> dict[str, str]:
@@ -357,17 +431,29 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     env = {**thread_env(args.jobs), **stores.environment()}
     log_dir = Path(str(cells[0].config["work_dir"])) / "logs" if cells else Path("work/logs")
-    failed = run_cells([c for c in todo if c.kind == "cell"], args.jobs, log_dir, env,
-                       "training")
-    failed += run_cells([c for c in todo if c.kind == "interpolation"], args.jobs, log_dir, env,
-                        "interpolation")
+    failed, counts = run_cells([c for c in todo if c.kind == "cell"], args.jobs, log_dir,
+                               env, "training")
+    failed2, counts2 = run_cells([c for c in todo if c.kind == "interpolation"], args.jobs,
+                                 log_dir, env, "interpolation")
+    failed += failed2
+    counts += counts2
     minutes = (time.perf_counter() - t0) / 60
-    print(f"matrix finished in {minutes:.1f} min: {len(todo) - len(failed)} ran, "
-          f"{len(failed)} failed")
+    print(f"matrix finished in {minutes:.1f} min: {counts['trained']} run by this process, "
+          f"{counts['found']} found completed by another, {counts['waited']} waited for while "
+          f"another ran them, {len(failed)} failed")
     if notice:
         print(notice)
     return 1 if failed else 0
 
 
+def command_line() -> int:
+    """``python experiments/matrix.py ...``: Ctrl-C and SIGTERM end it with one line."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return main()
+    except KeyboardInterrupt as stop:
+        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line())
