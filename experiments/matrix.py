@@ -278,9 +278,11 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
     On SIGTERM (a scheduler stopping the job) the running cells get SIGTERM too and are waited
     for: each saves its checkpoint, and running the same command again goes on.
     """
-    log_dir.mkdir(parents=True, exist_ok=True)
     failed: list[Cell] = []
     counts: Counter = Counter()
+    if not cells:
+        return failed, counts
+    log_dir.mkdir(parents=True, exist_ok=True)
     owners: set[str] = set()
     costs: dict[int, float] = {}  # by id(cell): a Cell holds dicts and is not hashable
     for cell in cells:
