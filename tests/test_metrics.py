@@ -37,6 +37,7 @@ from esrgan.metrics import (
     ssim,
     summarize,
 )
+from esrgan.downloads import VERIFY_ENV
 from esrgan.metrics.iqa import ALEXNET_FILE, IQA_WEIGHTS_ENV, LPIPS_FILE, NRQM_FILE
 from esrgan.metrics.niqe import pristine_model
 from esrgan.metrics.pirm import pirm_region
@@ -272,7 +273,7 @@ def test_table_input_errors():
 
 def test_metric_table_entries():
     assert set(METRICS) == {
-        "psnr", "ssim", "psnr_rgb", "ssim_rgb", "niqe", "ma", "pi", "lpips", "rmse",
+        "psnr", "ssim", "psnr_rgb", "ssim_rgb", "niqe", "ma", "pi", "lpips", "dists", "rmse",
         "brightness_shift", "brightness_error",
     }
     assert not METRICS["niqe"].needs_reference and METRICS["lpips"].needs_reference
@@ -286,6 +287,7 @@ def test_lpips_bridge_runs_offline_with_local_files(tmp_path, monkeypatch):
     import torchvision
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(VERIFY_ENV, "0")  # synthetic weights under the cache names
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     trunk = torchvision.models.alexnet(weights=None).state_dict()
@@ -349,6 +351,9 @@ def _planted(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
 def test_planted_alexnet_file_does_not_run(tmp_path, monkeypatch):
     torch_home, iqa, alexnet, marker = _planted(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    # The second line of defence: with the hash check off, weights_only still refuses it
+    # (the hash check itself: tests/test_downloads.py).
+    monkeypatch.setenv(VERIFY_ENV, "0")
     img = np.random.default_rng(0).random((48, 48, 3))
     try:
         lpips(img, img, weights_dir=iqa)
@@ -392,6 +397,7 @@ def test_truncated_alexnet_file_is_one_line(tmp_path, monkeypatch):
                 "features.0.bias": torch.rand(64, generator=gen)}, alexnet)
     alexnet.write_bytes(alexnet.read_bytes()[:5000])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(VERIFY_ENV, "0")  # the reader's own check, past the hash check
     img = np.random.default_rng(0).random((48, 48, 3))
     with pytest.raises(MetricUnavailable) as info:
         lpips(img, img, weights_dir=_lpips_heads(tmp_path / "iqa"))
@@ -406,6 +412,7 @@ def test_lpips_equals_pyiqa_lpips_on_the_same_files(tmp_path, monkeypatch):
     from pyiqa.archs.lpips_arch import LPIPS
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(VERIFY_ENV, "0")  # synthetic weights under the cache names
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet(weights=None).state_dict(),
                _alexnet_path(tmp_path / "torch"))  # a safe file: pyiqa may read it here
