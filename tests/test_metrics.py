@@ -17,6 +17,7 @@ import torch
 from esrgan.backprojection import back_project
 from esrgan.data.imresize import imresize
 from esrgan.data.io import mod_crop, read_image, write_image
+from esrgan.downloads import VERIFY_ENV
 from esrgan.metrics import (
     METRICS,
     MetricInputError,
@@ -37,7 +38,6 @@ from esrgan.metrics import (
     ssim,
     summarize,
 )
-from esrgan.downloads import VERIFY_ENV
 from esrgan.metrics.iqa import ALEXNET_FILE, IQA_WEIGHTS_ENV, LPIPS_FILE, NRQM_FILE
 from esrgan.metrics.niqe import pristine_model
 from esrgan.metrics.pirm import pirm_region
