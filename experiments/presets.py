@@ -25,8 +25,8 @@ from esrgan.paper.switches import ESRGAN
 from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, PRECISIONS, TRAINING_PRECISIONS
 
 EMBEDDED_TEST = "embedded"  # the value of test_sets that names the held-out embedded photos
-# pi and lpips need pyiqa's weight files (esrgan/metrics/iqa.py); without them they are left out
-KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips", "brightness_shift",
+# pi, lpips and dists need weight files (esrgan/downloads.py); without them they are left out
+KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips", "dists", "brightness_shift",
                      "brightness_error")
 
 
@@ -94,7 +94,7 @@ def base():
     # sets scored at the end: HR folders (LR by MATLAB bicubic; .../Set5/HR -> 'Set5') or
     # 'embedded' (the held-out embedded photos, set 'test', see esrgan/data/embedded.py)
     test_sets = ["embedded"]
-    # validation metrics (Y, shave = scale); + pi, lpips when their weight files are on disk
+    # validation metrics (Y, shave = scale); + pi, lpips, dists when their weights are on disk
     val_metrics = ["psnr", "ssim", "niqe", "brightness_shift", "brightness_error"]
     val_crops = 64  # side of the centre crops saved per validation image (0: none)
     interp_alphas = [round(0.1 * i, 1) for i in range(11)]  # `interpolate` command's alphas
