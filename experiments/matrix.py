@@ -226,17 +226,24 @@ def is_done(cell: Cell, done: set[tuple[str, str]]) -> bool:
 
 
 def vgg_fallback(extra: dict[str, Any]) -> str | None:
-    """Use a random VGG19 when the ImageNet file is missing (and say so); None if not needed."""
+    """The VGG19 in use, for the opening line: a random one when the ImageNet file is missing
+    (and say so); ValueError when the file there does not hash as published."""
     if "vgg_weights" in extra:
         return None
-    from esrgan.archs.vgg import imagenet_weights_path
+    from esrgan.archs.vgg import IMAGENET_FILE, imagenet_weights_path
+    from esrgan.downloads import file_status
 
     path = imagenet_weights_path()
-    if path.is_file():
-        return None
+    status = file_status(IMAGENET_FILE)
+    if status == "hash differs":
+        raise ValueError(f"{path} does not hash as torchvision's {IMAGENET_FILE}: delete it and "
+                         "run `make weights`, or use vgg_weights=random")
+    if status == "verified":
+        return f"weights: ImageNet VGG19 {path} (verified: the paper's perceptual loss)"
     extra["vgg_weights"] = "random"
     return (f"NOTE: ImageNet VGG19 weights not found at {path}: this matrix runs with "
-            "vgg_weights=random (a seeded random-weight VGG19), and every figure says so.")
+            "vgg_weights=random (a seeded random-weight VGG19), and every figure says so; "
+            "`make weights` gets the paper's.")
 
 
 def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str],

@@ -273,3 +273,19 @@ def test_an_explicit_vgg_file_is_the_users_choice(tmp_path, monkeypatch):
     torch.save(state, path)
     vgg = VGGFeatureExtractor("conv1_1", weights=path)
     assert torch.equal(vgg.features[0].weight, state["features.0.weight"])
+
+
+def test_matrix_opening_line_names_the_vgg19_in_use(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO_ROOT))
+    from experiments.matrix import vgg_fallback
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv(VERIFY_ENV, raising=False)
+    extra: dict = {}
+    notice = vgg_fallback(extra)
+    assert extra == {"vgg_weights": "random"}
+    assert "vgg_weights=random" in notice and "`make weights` gets the paper's" in notice
+    _plant(tmp_path / "torch" / "hub" / "checkpoints" / IMAGENET_FILE, tmp_path / "ran")
+    with pytest.raises(ValueError, match="does not hash as torchvision's vgg19-dcbb9e9d.pth"):
+        vgg_fallback({})
+    assert not (tmp_path / "ran").exists()
