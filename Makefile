@@ -19,7 +19,7 @@ ifneq ($(MONGO),)
 export ESRGAN_MONGO := $(MONGO)
 endif
 
-.PHONY: venv test test-e2e test-all lint bench ablation report clean
+.PHONY: venv test test-e2e test-all lint bench weights ablation report clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# The one step that needs the internet: the weight files of the paper's loss and of the learned
+# metrics (about 1.3 GB), verified, into the caches runs search. WEIGHTS="vgg19 lpips" for some.
+WEIGHTS ?=
+weights: $(STAMP)
+	$(PY) -m esrgan.downloads fetch $(WEIGHTS)
 
 MATRIX_CMD = ESRGAN_RUNS=$(RUNS) $(PY) experiments/matrix.py run $(DESIGN) --preset $(PRESET) \
 	$(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS)

@@ -15,8 +15,9 @@ Pipeline, per image of every set:
    ``imresize(LR, scale)``. The SR is clamped and rounded to 8 bits exactly as a saved PNG.
 3. Scores: PSNR and SSIM (MATLAB's Gaussian SSIM) on the Y channel with ``scale`` pixels
    cropped from every border, under the ``--convention`` below; plus the ``--metrics``
-   (default NIQE; PI, Ma and LPIPS only when their weight files are on disk, else reported
-   unavailable, never 0). A set's value is the mean over its images.
+   (default NIQE, PI, LPIPS and DISTS; PI, Ma, LPIPS and DISTS only when their weight files
+   are on disk, else reported unavailable with the reason, never 0). A set's value is the
+   mean over its images.
 
 Conventions (``--convention``). They differ in how the 8-bit images become the plane scored:
 
@@ -102,7 +103,7 @@ __all__ = [
 ]
 
 CONVENTIONS: tuple[str, ...] = ("matlab", "float")
-DEFAULT_METRICS: tuple[str, ...] = ("niqe",)
+DEFAULT_METRICS: tuple[str, ...] = ("niqe", "pi", "lpips", "dists")
 # PSNR and SSIM are always scored, under the chosen convention; these are the other metrics.
 EXTRA_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in ("psnr", "ssim"))
 DEFAULT_OUT_ROOT = Path("runs") / "benchmark"
@@ -508,8 +509,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="how the 8-bit images are scored (default matlab; see below)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"extra metrics beside PSNR/SSIM, comma-separated from "
-                        f"{', '.join(EXTRA_METRICS)}, or none (default niqe); pi, ma and "
-                        "lpips need their weight files (--iqa-weights), else 'unavailable'")
+                        f"{', '.join(EXTRA_METRICS)}, or none (default "
+                        f"{','.join(DEFAULT_METRICS)}); pi, ma, lpips and dists need their "
+                        "weight files (`make weights`), else 'unavailable'")
     p.add_argument("--iqa-weights", type=Path, default=None,
                    help="folder with pyiqa weight files for ma, pi, lpips")
     p.add_argument("--published", choices=("auto", *METHODS, "none"), default="auto",

@@ -15,12 +15,12 @@ Without ``--hr`` only no-reference metrics (niqe, ma, pi) can be asked; every im
 folder is scored as it is (no mod-crop).
 
 ``--crop`` pixels (default: the scale) are removed from each border before scoring: 4 is
-PIRM's shave for x4, 0 scores the whole image as MATLAB's ``niqe(img)`` does. The per-image
-table and the means are printed and written as CSV (default ``<sr dir>_metrics.csv`` next to
-the SR folder), with a ``mean`` row and, when ``rmse`` is asked, a ``rmse_pooled`` row
-(PIRM's set RMSE). The CSV's folder is checked before anything is scored. Metrics whose
-weights are not on disk are reported as missing (NaN), never 0. Errors print one line
-``error: ...`` and exit with 2.
+PIRM's shave for x4, 0 scores the whole image (NIQE: the LIVE lab's released code, not
+MATLAB's built-in ``niqe()``). The per-image table and the means are printed and written
+as CSV (default ``<sr dir>_metrics.csv`` next to the SR folder), with a ``mean`` row and,
+when ``rmse`` is asked, a ``rmse_pooled`` row (PIRM's set RMSE). The CSV's folder is
+checked before anything is scored. Metrics whose weights are not on disk are reported as
+missing (NaN), never 0. Errors print one line ``error: ...`` and exit with 2.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="SR scale: the mod-crop (with --hr) and the default --crop (default 4)")
     p.add_argument("--crop", type=int, default=None,
                    help="pixels removed from each border before scoring (default: the scale; "
-                        "4 = PIRM's shave, 0 = the whole image, as MATLAB's niqe(img))")
+                        "4 = PIRM's shave, 0 = the whole image, NIQE of the LIVE release code)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated, from: {', '.join(METRICS)} (default psnr,ssim)")
     p.add_argument("--csv", type=Path, default=None,

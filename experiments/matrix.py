@@ -229,13 +229,18 @@ def is_done(cell: Cell, done: set[tuple[str, str]]) -> bool:
 
 
 def vgg_fallback(preset: str, extra: dict[str, Any]) -> str | None:
-    """Use a random VGG19 when the ImageNet file is missing (and say so); None if not needed."""
+    """The VGG19 in use, for the opening line: a random one when the ImageNet file is missing
+    (and say so); ValueError when the file there does not hash as published."""
     if not presets.needs_vgg_fallback(preset, extra):
         return None
     notice = presets.random_vgg_notice("this matrix")
     if notice:
         extra["vgg_weights"] = "random"
-    return notice
+        return notice
+    from esrgan.archs.vgg import imagenet_weights_path
+
+    return (f"weights: ImageNet VGG19 {imagenet_weights_path()} (verified: the paper's "
+            "perceptual loss)")
 
 
 # Relative cost of one training step, per generator parameter and LR pixel of the batch: a

@@ -25,8 +25,8 @@ from esrgan.paper.switches import ESRGAN
 from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, PRECISIONS, TRAINING_PRECISIONS
 
 EMBEDDED_TEST = "embedded"  # the value of test_sets that names the held-out embedded photos
-# pi and lpips need pyiqa's weight files (esrgan/metrics/iqa.py); without them they are left out
-KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips", "brightness_shift",
+# pi, lpips and dists need weight files (esrgan/downloads.py); without them they are left out
+KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips", "dists", "brightness_shift",
                      "brightness_error")
 
 
@@ -94,7 +94,7 @@ def base():
     # sets scored at the end: HR folders (LR by MATLAB bicubic; .../Set5/HR -> 'Set5') or
     # 'embedded' (the held-out embedded photos, set 'test', see esrgan/data/embedded.py)
     test_sets = ["embedded"]
-    # validation metrics (Y, shave = scale); + pi, lpips when their weight files are on disk
+    # validation metrics (Y, shave = scale); + pi, lpips, dists when their weights are on disk
     val_metrics = ["psnr", "ssim", "niqe", "brightness_shift", "brightness_error"]
     val_crops = 64  # side of the centre crops saved per validation image (0: none)
     interp_alphas = [round(0.1 * i, 1) for i in range(11)]  # `interpolate` command's alphas
@@ -263,18 +263,25 @@ def _vgg_problem(weights: str) -> str | None:
 def random_vgg_notice(what: str) -> str | None:
     """The notice of ``what`` (a run, a matrix) running without the ImageNet VGG19 file.
 
-    None when the file is in torchvision's cache. A single run and the matrix fall back to
-    ``vgg_weights=random`` the same way, with this notice at their start and end; the run
-    records it in its config and its departures from the paper.
+    None when the file is in torchvision's cache (ConfigError when it does not hash as
+    published). A single run and the matrix fall back to ``vgg_weights=random`` the same way,
+    with this notice at their start and end; the run records it in its config and its
+    departures from the paper.
     """
-    from esrgan.archs.vgg import imagenet_weights_path
+    from esrgan.archs.vgg import IMAGENET_FILE, imagenet_weights_path
+    from esrgan.downloads import file_status
 
     path = imagenet_weights_path()
-    if path.is_file():
+    status = file_status(IMAGENET_FILE)
+    if status == "hash differs":
+        raise ConfigError(f"{path} does not hash as torchvision's {IMAGENET_FILE}: delete it "
+                          "and run `make weights`, or use vgg_weights=random")
+    if status != "missing":
         return None
     return (f"NOTE: ImageNet VGG19 weights not found at {path}: {what} uses "
-            "vgg_weights=random (a seeded random-weight VGG19); the run records it and every "
-            "report and figure says so (put the file there, or name one with vgg_weights=)")
+            "vgg_weights=random (a seeded random-weight VGG19), recorded in the run and said on "
+            "every report and figure; `make weights` gets the paper's (or name a file with "
+            "vgg_weights=)")
 
 
 def needs_vgg_fallback(preset: str, overrides: Mapping[str, Any]) -> bool:

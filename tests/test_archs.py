@@ -251,6 +251,7 @@ def test_vgg_missing_imagenet_weights_names_file_and_folder(tmp_path, monkeypatc
 
 def test_vgg_loads_torchvision_file_from_hub_cache(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("ESRGAN_WEIGHTS_VERIFY", "0")  # synthetic weights under the cache name
     folder = tmp_path / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     gen = torch.Generator().manual_seed(0)

@@ -17,6 +17,7 @@ import torch
 from esrgan.backprojection import back_project
 from esrgan.data.imresize import imresize
 from esrgan.data.io import mod_crop, read_image, write_image
+from esrgan.downloads import VERIFY_ENV
 from esrgan.metrics import (
     METRICS,
     MetricInputError,
@@ -272,7 +273,7 @@ def test_table_input_errors():
 
 def test_metric_table_entries():
     assert set(METRICS) == {
-        "psnr", "ssim", "psnr_rgb", "ssim_rgb", "niqe", "ma", "pi", "lpips", "rmse",
+        "psnr", "ssim", "psnr_rgb", "ssim_rgb", "niqe", "ma", "pi", "lpips", "dists", "rmse",
         "brightness_shift", "brightness_error",
     }
     assert not METRICS["niqe"].needs_reference and METRICS["lpips"].needs_reference
@@ -286,6 +287,7 @@ def test_lpips_bridge_runs_offline_with_local_files(tmp_path, monkeypatch):
     import torchvision
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(VERIFY_ENV, "0")  # synthetic weights under the cache names
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     trunk = torchvision.models.alexnet(weights=None).state_dict()
@@ -349,6 +351,9 @@ def _planted(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
 def test_planted_alexnet_file_does_not_run(tmp_path, monkeypatch):
     torch_home, iqa, alexnet, marker = _planted(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    # The second line of defence: with the hash check off, weights_only still refuses it
+    # (the hash check itself: tests/test_downloads.py).
+    monkeypatch.setenv(VERIFY_ENV, "0")
     img = np.random.default_rng(0).random((48, 48, 3))
     try:
         lpips(img, img, weights_dir=iqa)
@@ -392,6 +397,7 @@ def test_truncated_alexnet_file_is_one_line(tmp_path, monkeypatch):
                 "features.0.bias": torch.rand(64, generator=gen)}, alexnet)
     alexnet.write_bytes(alexnet.read_bytes()[:5000])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(VERIFY_ENV, "0")  # the reader's own check, past the hash check
     img = np.random.default_rng(0).random((48, 48, 3))
     with pytest.raises(MetricUnavailable) as info:
         lpips(img, img, weights_dir=_lpips_heads(tmp_path / "iqa"))
@@ -406,6 +412,7 @@ def test_lpips_equals_pyiqa_lpips_on_the_same_files(tmp_path, monkeypatch):
     from pyiqa.archs.lpips_arch import LPIPS
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(VERIFY_ENV, "0")  # synthetic weights under the cache names
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet(weights=None).state_dict(),
                _alexnet_path(tmp_path / "torch"))  # a safe file: pyiqa may read it here
@@ -421,6 +428,67 @@ def test_lpips_equals_pyiqa_lpips_on_the_same_files(tmp_path, monkeypatch):
                              normalize=True).item()
     assert expected > 0
     assert lpips(sr, hr, weights_dir=iqa) == pytest.approx(expected, rel=1e-6)
+
+
+def test_dists_equals_pyiqa_dists_on_the_same_files(tmp_path, monkeypatch):
+    """Our VGG16 + L2 pooling + alpha/beta are pyiqa's DISTS: same score from the same files.
+
+    pyiqa's DISTS asks torchvision for the ImageNet VGG16 (a download); here its trunk is a
+    random torchvision VGG16 ``features`` instead, saved to disk as torchvision's file.
+    """
+    pytest.importorskip("pyiqa")
+    import types
+
+    import torchvision
+    from pyiqa.archs.dists_arch import DISTS
+
+    from esrgan.metrics.iqa import DISTS_FILE, VGG16_FILE, dists
+
+    torch.manual_seed(0)
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    monkeypatch.setattr(torchvision.models, "vgg16",
+                        lambda weights=None: types.SimpleNamespace(features=features))
+    iqa = tmp_path / "iqa"
+    iqa.mkdir()
+    gen = torch.Generator().manual_seed(5)
+    heads = {"alpha": torch.rand(1, 1475, 1, 1, generator=gen) * 0.2,
+             "beta": torch.rand(1, 1475, 1, 1, generator=gen) * 0.2}
+    torch.save(heads, iqa / DISTS_FILE)
+    reference = DISTS(pretrained_model_path=str(iqa / DISTS_FILE)).eval()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(VERIFY_ENV, "0")  # synthetic weights under the cache names
+    trunk = tmp_path / "torch" / "hub" / "checkpoints" / VGG16_FILE
+    trunk.parent.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, trunk)
+    rng = np.random.default_rng(4)
+    hr = rng.random((64, 80, 3))
+    sr = np.clip(hr + rng.normal(0, 0.1, hr.shape), 0, 1)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(sr.transpose(2, 0, 1)).float()[None],
+                             torch.from_numpy(hr.transpose(2, 0, 1)).float()[None]).item()
+    assert expected > 1e-3  # random weights: small, but far from 0
+    assert dists(sr, hr, weights_dir=iqa) == pytest.approx(expected, rel=1e-5)
+    assert dists(hr, hr, weights_dir=iqa) == pytest.approx(0.0, abs=1e-6)
+    torch.save({"alpha": heads["alpha"]}, iqa / "other.pth")
+    (iqa / "bad").mkdir()
+    (iqa / "bad" / DISTS_FILE).write_bytes((iqa / "other.pth").read_bytes())
+    with pytest.raises(MetricUnavailable, match=r"^DISTS: .*not DISTS / VGG16 weights\)$"):
+        dists(sr, hr, weights_dir=iqa / "bad")
+
+
+def test_dists_without_files_is_left_out_with_a_reason(tmp_path, monkeypatch):
+    from esrgan.metrics.iqa import DISTS_FILE, dists
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(IQA_WEIGHTS_ENV, str(tmp_path / "iqa"))
+    img = np.random.default_rng(0).random((48, 48, 3))
+    with pytest.raises(MetricUnavailable, match=rf"^DISTS needs the weight file {DISTS_FILE}"):
+        dists(img, img)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = evaluate_images([img], [img], ["a"], ["psnr", "dists"], crop_border=0)
+    assert np.isnan(table.loc["a", "dists"]) and table.loc["a", "psnr"] == np.inf
+    assert [str(w.message).count(DISTS_FILE) for w in caught] == [1]
 
 
 # ---------------------------------------------------------------- back projection

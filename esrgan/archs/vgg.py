@@ -5,9 +5,10 @@ requested one are built, with torchvision's ``vgg19().features`` indices, so tor
 ImageNet file ``vgg19-dcbb9e9d.pth`` loads into them directly (``features.{i}.weight``).
 
 Compute nodes have no internet: the ImageNet file is looked up in
-``$TORCH_HOME/hub/checkpoints/`` (``torch.hub.get_dir()``) or taken from an explicit path, and
-only downloaded when ``download=True``. ``weights='random'`` is the offline substitute: a
-deterministic (seeded) random-weight VGG19, which is *not* the paper's loss.
+``$TORCH_HOME/hub/checkpoints/`` (``torch.hub.get_dir()``), where ``make weights`` puts it, and
+verified there against its published hash (``esrgan.downloads``), or taken from an explicit
+path; it is only downloaded when ``download=True``. ``weights='random'`` is the offline
+substitute: a deterministic (seeded) random-weight VGG19, which is *not* the paper's loss.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from esrgan.downloads import WEIGHT_FILES, FetchError, fetch, verified
 from esrgan.weights import CheckpointError, WeightsNotFound, load_checkpoint, load_into
 
+# torchvision's VGG19_Weights.IMAGENET1K_V1 (its name, URL and hash: esrgan.downloads)
 IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
-# torchvision's VGG19_Weights.IMAGENET1K_V1 (written out: importing torchvision.models costs 2 s)
-IMAGENET_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+IMAGENET_URL = WEIGHT_FILES[IMAGENET_FILE].url
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -143,16 +145,19 @@ def _find_weights(weights: str | os.PathLike, download: bool) -> Path:
         return path
     path = imagenet_weights_path()
     if path.is_file():
-        return path
+        return verified(path)
     hint = (f"ImageNet VGG19 weights {IMAGENET_FILE} not found: put it into {path.parent} "
-            f"(from {IMAGENET_URL}), or use vgg_weights=random for a random-weight VGG19 offline")
+            f"(`make weights` fetches it from {IMAGENET_URL}), or use vgg_weights=random for a "
+            f"random-weight VGG19 offline")
     if not download:
         raise WeightsNotFound(hint)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(IMAGENET_URL, str(path), progress=False)
-    except Exception as exc:  # no network, proxy, disk full: all end the same way
-        raise WeightsNotFound(f"{hint} (download failed: {exc})") from None
+        errors = fetch([WEIGHT_FILES[IMAGENET_FILE]], progress=False,
+                       folders={"torch": path.parent}, log=lambda _: None)
+    except (FetchError, OSError) as exc:
+        errors = [str(exc)]
+    if errors:  # no network, proxy, disk full, wrong hash: all end the same way
+        raise WeightsNotFound(f"{hint} (download failed: {errors[0]})")
     return path
 
 

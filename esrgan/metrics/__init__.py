@@ -9,8 +9,8 @@ Conventions (measured against the field's reference numbers):
   rounded to 8 bits, and so is the SR (as saving/reading a PNG does). Rounding the Y plane as
   well (``rgb2ycbcr`` on ``uint8``) gives 28.419 / 0.8103, the numbers papers print.
 - NIQE on the rounded MATLAB luma (as MATLAB's ``niqe`` on the ``uint8`` Y plane), with the
-  LIVE pristine model shipped in ``data/``; Ma and LPIPS come from pyiqa when their weight
-  files are on disk, else they are reported as unavailable (NaN), never as 0.
+  LIVE pristine model shipped in ``data/``; Ma, LPIPS and DISTS come from pyiqa when their
+  weight files are on disk, else they are reported as unavailable (NaN), never as 0.
 
 Every function in :data:`METRICS` takes ``(sr, hr, crop_border)`` when it needs a reference and
 ``(img, crop_border)`` otherwise; ``uses_iqa_weights`` ones also take ``weights_dir=``.
@@ -24,7 +24,7 @@ from functools import partial
 
 from esrgan.metrics.brightness import brightness_error, brightness_shift
 from esrgan.metrics.color import rgb2y, rgb2ycbcr
-from esrgan.metrics.iqa import MetricUnavailable, lpips, ma
+from esrgan.metrics.iqa import MetricUnavailable, dists, lpips, ma
 from esrgan.metrics.niqe import niqe
 from esrgan.metrics.pirm import perceptual_index, pi, pooled_rmse, rmse
 from esrgan.metrics.psnr_ssim import psnr, quantize, ssim
@@ -38,6 +38,7 @@ __all__ = [
     "MetricUnavailable",
     "brightness_error",
     "brightness_shift",
+    "dists",
     "evaluate_images",
     "lpips",
     "ma",
@@ -76,6 +77,7 @@ METRICS: dict[str, Metric] = {
     "ma": Metric(ma, True, False, "Ma (NRQM)-Y", "Y", uses_iqa_weights=True),
     "pi": Metric(pi, False, False, "PI-Y", "Y", uses_iqa_weights=True),
     "lpips": Metric(lpips, False, True, "LPIPS (alex, RGB)", "RGB", uses_iqa_weights=True),
+    "dists": Metric(dists, False, True, "DISTS (RGB)", "RGB", uses_iqa_weights=True),
     "rmse": Metric(rmse, False, True, "RMSE-Y", "Y"),
     # signed: neither higher nor lower is better; the error (its magnitude) is lower-better
     "brightness_shift": Metric(brightness_shift, False, True, "Brightness shift (Y levels)",
