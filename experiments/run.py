@@ -393,6 +393,26 @@ def vgg_fallback(args: list[str]) -> tuple[list[str], str | None]:
     return [*args, *([] if "with" in args else ["with"]), "vgg_weights=random"], notice
 
 
+def unrecorded_end(observers: list[Any]) -> None:
+    """Exit 1 with one line when the file store could not record the run as finished.
+
+    Sacred only warns when an observer fails; a run store whose disk filled mid-run would keep
+    the run RUNNING while the command exits 0, and the matrix would count it as done.
+    """
+    from experiments.store import files
+
+    for observer in observers:
+        folder = getattr(observer, "dir", None)
+        if getattr(observer, "write_failed", None) is None or folder is None:
+            continue
+        status = (files.read_json(Path(folder) / files.RUN_FILE, {}) or {}).get("status")
+        if status != "COMPLETED":
+            raise SystemExit(
+                f"error: the file store could not record the end of run {folder} "
+                f"({observer.write_failed}); it stays {status} there: free space and run the "
+                "same command again (it goes on from the checkpoints)")
+
+
 def command_line(argv: list[str]) -> None:
     """``python experiments/run.py ...``: the stores from argv, observers, then Sacred."""
     from experiments.store.observer import ignore_sacred_store_options, observers_for
@@ -421,6 +441,7 @@ def command_line(argv: list[str]) -> None:
         ex.run_commandline(rest)
         if notice:
             print(notice, flush=True)
+        unrecorded_end(ex.observers)
     except KeyboardInterrupt as stop:
         # Sacred has stored the run as INTERRUPTED; the training saved its last checkpoint
         what, status = STOPPED[type(stop) if type(stop) in STOPPED else KeyboardInterrupt]

@@ -378,6 +378,59 @@ def test_a_resumed_run_counts_its_own_files_against_the_disk_it_needs(tmp_path: 
     assert "no space left" not in err
 
 
+RUN_STORE_FILLS = textwrap.dedent('''
+    import os, subprocess, sys, time, pathlib
+    disk, run, work = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(disk)], check=True)
+    env = {**os.environ, "ESRGAN_RUNS": str(disk / "runs")}
+    args = [sys.executable, run, "with", "tiny", "steps1=30", "steps2=400", "ckpt_every=5",
+            "progress=False", "val_metrics=['psnr']", "test_sets=[]", f"work_dir={work}"]
+    proc = subprocess.Popen(args, cwd=disk, env=env, stderr=subprocess.PIPE, text=True)
+    while not list((work / "stage2").glob("*/checkpoint.pth")) and proc.poll() is None:
+        time.sleep(0.05)
+    with open(disk / "filler", "wb", buffering=0) as f:  # the run store's disk fills up
+        for chunk in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\\0" * chunk)
+            except OSError:
+                pass
+    _, err = proc.communicate()
+    print("RC", proc.returncode)
+    print("ERR", err.strip().splitlines()[-1] if err.strip() else "")
+    for run_json in sorted((disk / "runs").glob("*/run.json")):
+        print("RUN", run_json.read_text().replace("\\n", " "))
+    (disk / "filler").unlink()  # space again: the same command completes the cell
+    again = subprocess.run(args, cwd=disk, env=env, capture_output=True, text=True)
+    print("AGAIN", again.returncode, again.stderr.strip().replace("\\n", "\\\\n"))
+    done = [p for p in (disk / "runs").glob("*/run.json") if "COMPLETED" in p.read_text()]
+    print("COMPLETED", len(done))
+''')
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a mount namespace")
+def test_a_run_store_that_fills_mid_run_fails_the_command(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "store_fills.py"
+    script.write_text(RUN_STORE_FILLS)
+    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(disk), str(RUN),
+                          str(tmp_path / "work")], capture_output=True, text=True, timeout=900)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line
+                 and line.split(" ", 1)[0] in ("RC", "ERR", "AGAIN", "COMPLETED"))
+    runs = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
+            if line.startswith("RUN ")]
+    assert lines.get("RC") not in (None, "0"), out.stdout + out.stderr  # never a silent 0
+    assert lines["ERR"].startswith("error: the file store could not record the end of run")
+    assert "free space and run the same command again" in lines["ERR"]
+    assert [r["status"] for r in runs] == ["RUNNING"]  # readable, and not COMPLETED
+    rc, err = lines["AGAIN"].split(" ", 1)
+    assert rc == "0", err
+    assert lines["COMPLETED"] == "1"
+
+
 # ------------------------------------------------------------------------------------------
 # the MongoDB password
 
