@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
 
     failures = 0
     written: dict[str, Path] = {}
-    for path in tqdm(files, desc="images", disable=len(files) < 2):
+    # One bar always (a single large image takes minutes without tiles); tiles add their own.
+    for path in tqdm(files, desc="images", unit="img"):
         name = f"{path.stem}.png"
         if name in written:
             tqdm.write(f"error: {path}: output {name} already written for {written[name]}",
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             continue
         written[name] = path
+    if written:
+        where = args.output / next(iter(written)) if len(written) == 1 else args.output
+        print(f"wrote {len(written)} image(s) to {where}")
     if failures:
         print(f"{failures} of {len(files)} images failed", file=sys.stderr)
         return 2

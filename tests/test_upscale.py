@@ -324,3 +324,12 @@ def test_cli_takes_safetensors_and_chooses_params(tmp_path: Path, capsys) -> Non
     assert run(tmp_path / "g.safetensors", "--params", "params_ema") is None
     assert capsys.readouterr().err == (f"error: {tmp_path / 'g.safetensors'}: no 'params_ema' "
                                        f"weights in this checkpoint (it has only params)\n")
+
+
+def test_cli_shows_progress_and_says_where_the_output_went(tmp_path: Path) -> None:
+    saved_model(tmp_path, (13, 11), 4)
+    done = _cli("--weights", str(tmp_path / "g.pth"), "--input", str(tmp_path / "lr" / "a.png"),
+                "--output", str(tmp_path / "sr"))
+    assert done.returncode == 0, done.stderr
+    assert "images: 100%" in done.stderr  # a bar even for one image
+    assert done.stdout.strip().splitlines()[-1] == f"wrote 1 image(s) to {tmp_path}/sr/a.png"
