@@ -120,8 +120,9 @@ def check_onnx(model: nn.Module, data: bytes, size: tuple[int, int, int] = CHECK
     (out,) = session.run(["output"], {"input": x.numpy()})
     diff, scale = _max_difference(reference, out)
     if not diff <= tolerance * scale:
-        raise ExportError(f"onnxruntime differs from PyTorch by up to {diff:.3g} on a "
-                          f"{'x'.join(map(str, x.shape))} input (tolerance {tolerance * scale:.3g})")
+        shape = "x".join(map(str, x.shape))
+        raise ExportError(f"onnxruntime differs from PyTorch by up to {diff:.3g} on a {shape} "
+                          f"input (tolerance {tolerance * scale:.3g})")
     return diff
 
 
