@@ -244,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"wrote {args.spandrel}; spandrel is not installed, so it was not loaded "
                       "back (pip install spandrel)")
-    except (ValueError, OSError, RuntimeError, ImportError) as exc:
+    except ImportError as exc:
+        print(f"error: {exc.name or exc} is not installed: pip install -e '.[export]' (onnx, "
+              "onnxruntime, spandrel)", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as exc:
         # CheckpointError/ExportError/OutputError are ValueErrors or OSErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
