@@ -300,7 +300,8 @@ class Stage:
     title: str  # the progress bar's label
     step: StepFn  # one update from an (LR, HR) batch; returns the losses
     parts: dict[str, Any]  # what a checkpoint holds, by name (networks, optimisers, schedulers)
-    schedulers: list[torch.optim.lr_scheduler.LRScheduler]  # stepped once per step, first logged
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler]  # stepped once per step
+    lr_names: tuple[str, ...]  # the logged name of each scheduler's rate ('lr', 'd_lr')
     generator: nn.Module  # the network trained
     shown: tuple[str, ...] | None = None  # losses on the progress bar (None: all)
     ema: AveragedModel | None = None  # its moving average: updated every step, validated
@@ -353,7 +354,8 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
                 means = averager.flush()
                 for k, v in means.items():
                     log(f"{prefix}{k}", v, step)
-                log(f"{prefix}lr", stage.schedulers[0].get_last_lr()[0], step)
+                for lr_name, scheduler in zip(stage.lr_names, stage.schedulers, strict=True):
+                    log(f"{prefix}{lr_name}", scheduler.get_last_lr()[0], step)
                 shown = stage.shown or tuple(means)
                 bar.set_postfix({k: f"{means[k]:.4f}" for k in shown})
             if settings.val_every and step % settings.val_every == 0 and step < settings.steps:
@@ -435,7 +437,7 @@ def train_psnr(
     g = Forward(compiled(distributed.data_parallel(generator, device), settings.compile),
                 device.type, precision_g, settings.compile)
     stage = Stage(1, "stage 1 (L1)", lambda lr, hr: psnr_step(g, opt, lr, hr), parts, [sched],
-                  generator, ema=ema)
+                  ("lr",), generator, ema=ema)
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
                       validate=validate, progress=progress, start=start)
 
@@ -488,6 +490,7 @@ def train_gan(
         discriminator=discriminator)
     stage = Stage(2, f"stage 2 ({gan_loss})",
                   lambda lr, hr: gan_step(nets, opt_g, opt_d, lr, hr, gan_loss, weights),
-                  parts, [sched_g, sched_d], generator, shown=("l_g", "l_d"), ema=ema)
+                  parts, [sched_g, sched_d], ("lr", "d_lr"), generator, shown=("l_g", "l_d"),
+                  ema=ema)
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
                       validate=validate, progress=progress, start=start)

@@ -61,6 +61,7 @@ NON_SEMANTIC_KEYS = (
     "bp_iterations",
     "compile", "adam",  # same maths, other kernels (float rounding aside)
     "study",  # a label for the analysis
+    "tb_dir",  # where the live TensorBoard view is written
 )
 
 

@@ -111,6 +111,8 @@ def base():
     ckpt_every = 100  # checkpoint every N steps
     log_every = 10  # log losses every N steps (averaged over them)
     work_dir = "work"  # checkpoints and the stage-1 cache
+    # TensorBoard event files, one folder per run (experiments/tblog.py); '' writes none
+    tb_dir = work_dir + "/tensorboard"
     resume = None  # run folder or file-store run id to continue (its config is reused)
     fresh = False  # ignore existing checkpoints of this configuration
     progress = True  # tqdm progress bars

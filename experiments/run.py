@@ -53,7 +53,7 @@ from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import write_image  # noqa: E402
 from esrgan.evaluation import bicubic_images, center_crop, score, super_resolve  # noqa: E402
-from esrgan.files import OutputError  # noqa: E402
+from esrgan.files import OutputError, check_output_dir  # noqa: E402
 from esrgan.train import TrainingDiverged, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
 from experiments import build, presets  # noqa: E402
@@ -62,21 +62,32 @@ from experiments.stage1 import stage1_model  # noqa: E402
 from experiments.store import targets as store_targets  # noqa: E402
 from experiments.store.mongo import MongoUnavailable  # noqa: E402
 from experiments.store.targets import StoreTargets  # noqa: E402
+from experiments.tblog import TensorBoard, run_folder  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _sacred_format_error = sacred.experiment.format_sacred_error
+TB_IMAGES = 4  # validation images whose centre crops TensorBoard shows at each validation
 
 
 class Sink:
-    """Where a run reports: Sacred's run object (log_scalar, artifacts, info)."""
+    """Where a run reports: Sacred's run object (log_scalar, artifacts, info), and with
+    ``tb`` the run's TensorBoard event files (every scalar mirrored, validation crops)."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Any, tb: TensorBoard | None = None) -> None:
         self.run = run
+        self.tb = tb
         self.scalars: list[tuple[str, float, int]] = []
 
     def log(self, name: str, value: float, step: int) -> None:
         self.scalars.append((name, float(value), int(step)))
         self.run.log_scalar(name, float(value), int(step))
+        if self.tb is not None:
+            self.tb.scalar(name, float(value), int(step))
+
+    def image(self, name: str, image: np.ndarray, step: int) -> None:
+        """A small image for the live view only (the run store keeps the final crops)."""
+        if self.tb is not None:
+            self.tb.image(name, image, int(step))
 
     def artifact(self, path: Path, name: str | None = None) -> None:
         self.run.add_artifact(str(path), name=name or path.name)
@@ -131,8 +142,21 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
              for folder in cfg["test_sets"]}
     metric_names = list(cfg["val_metrics"])
 
-    def validate(generator: torch.nn.Module, step: int) -> dict[str, float]:
-        return score(super_resolve(generator, val, device), val, metric_names, scale)
+    crop = int(cfg["val_crops"])
+    shown: set[tuple[int, str]] = set()  # HR crops already in the live view
+
+    def validation(stage: int) -> Callable[[torch.nn.Module, int], dict[str, float]]:
+        """Scores ``val``; shows the centre crops of the first few images in TensorBoard."""
+        def validate(generator: torch.nn.Module, step: int) -> dict[str, float]:
+            images = super_resolve(generator, val, device)
+            pairs = list(zip(val, images, strict=True))[:TB_IMAGES] if crop else []
+            for pair, img in pairs:
+                if (stage, pair.name) not in shown:
+                    shown.add((stage, pair.name))
+                    sink.image(f"stage{stage}_hr_{pair.name}", center_crop(pair.hr, crop), step)
+                sink.image(f"stage{stage}_sr_{pair.name}", center_crop(img, crop), step)
+            return score(images, val, metric_names, scale)
+        return validate
 
     def batches(stage: int) -> Callable[[int], Any]:
         settings = build.stage_settings(cfg, stage)
@@ -142,7 +166,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
         return lambda start: build.loader(data, settings, start, device)
 
     # ---- stage 1: PSNR-oriented (shared between runs with the same generator settings)
-    generator, ema1, record1 = stage1_model(cfg, work, batches, validate, device, sink)
+    generator, ema1, record1 = stage1_model(cfg, work, batches, validation(1), device, sink)
     meta["stage1_reused"] = record1["reused"]
     main = distributed.is_main()  # the other torchrun ranks only train
     out_dir = work / "stage2" / build.cell_key(cfg)
@@ -169,7 +193,8 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
                              build.stage_settings(cfg, 2), gan_loss=build.gan_loss_name(cfg),
                              weights=build.gan_weights(cfg), lr_d=float(cfg["lr_d"]),
                              device=device, checkpoint=out_dir / "checkpoint.pth",
-                             log=sink.log, validate=validate, progress=cfg["progress"] and main)
+                             log=sink.log, validate=validation(2),
+                             progress=cfg["progress"] and main)
     if not main:
         return {"rank": distributed.rank()}  # not observed; rank 0 reports the run
     if gan_stage:
@@ -198,7 +223,6 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     sink.artifact(table)
 
     # a few small crops of the validation images, the same window for every run
-    crop = int(cfg["val_crops"])
     if crop:
         tags = {"psnr": sr["psnr_model"]["val"], **({"gan": sr["gan_model"]["val"]}
                                                      if gan_stage else {})}
@@ -296,13 +320,20 @@ def guarded(work: Callable[[Mapping[str, Any], Sink], dict[str, Any]], config: d
     # slower; flushing them to zero only touches values below 1e-38.
     torch.set_flush_denormal(True)
     torch.manual_seed(int(cfg["seed"]))
+    tb = None
     try:
-        return work(cfg, Sink(run))
+        folder = run_folder(cfg) if distributed.launch_rank() == 0 else None  # rank 0 writes
+        if folder is not None:
+            tb = TensorBoard(check_output_dir(folder))
+            print(f"tensorboard: {folder} (watch: tensorboard --logdir {cfg['tb_dir']})")
+        return work(cfg, Sink(run, tb))
     except OutputError as e:  # its message is the whole story already
         raise RunError(str(e)) from None
     except KNOWN_ERRORS as e:
         raise RunError(f"{type(e).__name__}: {e}") from None
     finally:
+        if tb is not None:
+            tb.close()  # flushed at the end, on an error and on Ctrl-C
         distributed.shutdown()
 
 

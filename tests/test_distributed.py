@@ -145,6 +145,9 @@ def test_torchrun_tiny_run_equals_one_process_and_is_logged_once(tmp_path: Path)
     info = [json.loads((r / "info.json").read_text())["esrgan"] for r in (run1, run2, run3)]
     assert len({i["cell_key"] for i in info}) == 1  # the same cell on 1 or 2 processes
     assert info[2]["stage2_resumed_from"] == at
+    # TensorBoard: written by rank 0 only, one event file per stage of the 2-process job
+    for stage in ("stage1", "stage2"):
+        assert len(list((ddp / "work" / "tensorboard").glob(f"*/seed0/{stage}/events.*"))) == 1
 
     # resume under torchrun is exact
     b = load_generator_state(run2 / "G_gan.pth")

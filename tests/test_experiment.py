@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import stage2_checkpoint_step, wait_for
+from test_tensorboard import assert_mirrors_the_store, read_events, scalars
 
 from esrgan.weights import load_generator_state
 
@@ -61,6 +62,14 @@ def test_tiny_run_writes_a_complete_file_store_run(tmp_path: Path) -> None:
     # the stored generator is a loadable weights file
     state = load_generator_state(run / "G_gan.pth")
     assert "conv_first.weight" in state
+    # the live view: every scalar of the store in TensorBoard's files, and the crops of every
+    # validation (tiny: val_every2 25 of 50 steps, 32-pixel crops)
+    (tb_run,) = (tmp_path / "work" / "tensorboard").glob("ESRGAN.*/seed0")
+    assert_mirrors_the_store(run, tb_run)
+    assert {"stage1_lr", "stage2_lr", "stage2_d_lr"} <= set(metrics)
+    images = read_events(tb_run / "stage2")
+    assert [(e.step, e.width) for e in images.Images("stage2/sr_coffee")] == [(25, 32), (50, 32)]
+    assert [e.step for e in images.Images("stage2/hr_chelsea")] == [25]
 
 
 # in the e2e suite (CI runs it every time): it keeps `make test` under 5 minutes
@@ -121,6 +130,16 @@ def test_sigkill_in_stage2_then_resume_is_bit_exact(tmp_path: Path) -> None:
     b = load_generator_state(resumed / "G_gan.pth")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from uninterrupted"
+    # TensorBoard: the resumed run's folder shows every step once, as the uninterrupted run's
+    # (the first loss point after the resume averages fewer steps; validations are exact)
+    (whole_tb,) = (whole / "work" / "tensorboard").glob("ESRGAN.*/seed0")
+    (killed_tb,) = (killed / "work" / "tensorboard").glob("ESRGAN.*/seed0")
+    for stage in ("stage1", "stage2"):
+        want, got = scalars(whole_tb / stage), scalars(killed_tb / stage)
+        assert want.keys() == got.keys()
+        for tag in want:
+            assert [s for s, _ in got[tag]] == [s for s, _ in want[tag]], tag
+    assert got["stage2/val_psnr"] == want["stage2/val_psnr"]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import default_signals, stage2_checkpoint_step, wait_for
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from esrgan.weights import load_generator_state
 
@@ -234,6 +235,12 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1] == ("interrupted: the checkpoints are saved; run the "
                                             "same command to resume")
     assert statuses(tmp_path) == ["INTERRUPTED"]
+    # the live view keeps what was logged before the interrupt, each step once
+    (tb_run,) = (tmp_path / "work" / "tensorboard").glob("ESRGAN.*/seed0")
+    acc = EventAccumulator(str(tb_run / "stage2"), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("stage2/l_g")]
+    assert steps and steps[0] == 10 and steps == sorted(set(steps))
 
 
 @pytest.mark.e2e
