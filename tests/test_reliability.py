@@ -615,3 +615,75 @@ def test_the_design_card_command_runs_without_the_imagenet_vgg19(tmp_path: Path)
     assert config["percep_normalize"] is True  # what the matrix's random-VGG cells use
     info = json.loads((run / "info.json").read_text())
     assert any("random-weight VGG19" in s for s in info["esrgan"]["substitutes"])
+
+
+# ------------------------------------------------------------------------------------------
+# counts and messages that say what happened
+
+
+def test_the_first_mongo_run_says_what_it_uploads_and_why(tmp_path: Path, mongo_server) -> None:
+    assert run_exp(tmp_path, "with", "tiny", *FAST).returncode == 0  # file store only
+    again = run_exp(tmp_path, "--mongo", f"{mongo_server.url}/first_upload", "with", "tiny",
+                    *FAST)
+    assert again.returncode == 0, again.stderr
+    line = next(x for x in again.stdout.splitlines() if x.startswith("uploading"))
+    assert line == (f"uploading 1 run(s) that the file store holds as COMPLETED and MongoDB "
+                    f"{mongo_server.url}/first_upload lacks (made without --mongo, or while "
+                    "MongoDB was unreachable): 1")
+    assert "already COMPLETED" in again.stdout  # and the cell is not trained again
+
+
+def test_progress_weights_cells_by_their_expected_work() -> None:
+    from experiments.matrix import expected_cost, make_cells
+
+    cells = {c.label(): c for c in make_cells("default", "cpu", [0], {})}
+    gan = expected_cost(cells["ESRGAN seed 0"], trains_stage1=True)
+    gan_reusing = expected_cost(cells["ESRGAN seed 0"], trains_stage1=False)
+    psnr_only = expected_cost(cells["ESRGAN +BN (PSNR model) seed 0"], trains_stage1=True)
+    # 3000 L1 + 500 GAN steps against 3000 L1 steps: the GAN cell is about twice the work
+    assert 1.5 < gan / psnr_only < 3
+    assert gan_reusing < gan
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_two_matrices_at_once_count_each_cell_once(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(MATRIX), "run", "claims", "--preset", "tiny", "--seeds", "1",
+           "--runs", str(tmp_path / "runs"), "steps1=30", "steps2=20", "val_metrics=['psnr']"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+             for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    counts = []
+    for out, _ in outs:
+        (line,) = [x for x in out.splitlines() if x.startswith("matrix finished")]
+        words = line.split(": ", 1)[1].split(", ")
+        counts.append([int(w.split()[0]) for w in words])
+    trained = sum(c[0] for c in counts)
+    other = sum(c[1] + c[2] for c in counts)
+    assert trained == 6 and other == 6, outs  # 5 cells and 1 sweep, each trained once
+    assert all(c[3] == 0 for c in counts)
+    assert sorted(statuses(tmp_path)) == ["COMPLETED"] * 6
+
+
+# ------------------------------------------------------------------------------------------
+# sacred's pkg_resources warning
+
+
+@pytest.mark.parametrize("cmd", [["-m", "experiments.store.sync", "--help"],
+                                 [str(MATRIX), "list", "deep", "--preset", "tiny"]])
+def test_commands_do_not_show_sacreds_pkg_resources_warning(tmp_path: Path, cmd) -> None:
+    done = subprocess.run([sys.executable, *cmd], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "ESRGAN_RUNS": str(tmp_path / "r")})
+    assert done.returncode == 0, done.stderr
+    assert "pkg_resources" not in done.stderr
+
+
+def test_other_warnings_still_show() -> None:
+    code = ("import experiments.store.sync, warnings; "
+            "warnings.warn('something else is deprecated', UserWarning)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert "pkg_resources" not in done.stderr
+    assert "something else is deprecated" in done.stderr
