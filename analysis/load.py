@@ -52,7 +52,7 @@ RUN_COLUMNS: list[str] = [
     "variant", "model", "set", "metric", "value", "wall_s", "git", "vgg_weights",
     "percep_normalize", "steps1", "steps2", "start_time", "cell_key", "network", "vgg",
     "train_data", "val_data", "substitutes", "study", "depth", "vgg_active_fraction",
-    "vgg_layer",
+    "vgg_layer", "val_metrics", "metrics_left_out",
 ]
 CURVE_COLUMNS: list[str] = ["run_id", "variant", "seed", "name", "step", "value", "study"]
 INTERP_COLUMNS: list[str] = ["run_id", "seed", "variant", "method", "alpha", "iterations",
@@ -111,6 +111,9 @@ def _run_columns(record: RunRecord) -> dict[str, Any]:
         "substitutes": _departures(cfg, meta), "study": study,
         "depth": arch.get("nb"), "vgg_active_fraction": _number(meta.get("vgg_active_fraction")),
         "vgg_layer": meta.get("vgg_layer", cfg.get("vgg_layer")),
+        "val_metrics": tuple(cfg.get("val_metrics") or ()),
+        # metric -> why it could not be scored (its weight file missing), as the run recorded
+        "metrics_left_out": tuple(sorted((meta.get("metrics_left_out") or {}).items())),
     }
 
 

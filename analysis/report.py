@@ -279,6 +279,34 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
     return folder
 
 
+def _first_clause(why: str) -> str:
+    """A missing-weights message up to where it starts listing folders, and the fix."""
+    head = re.split(r" \(from | not found in|; ", why, maxsplit=1)[0].strip().rstrip(",")
+    return head + (" (`make weights` gets it)" if "make weights" in why else "")
+
+
+def metric_panel(runs: pd.DataFrame) -> str:
+    """Which metrics of a current SR paper's panel these runs scored, and why any is missing."""
+    from esrgan.metrics import SR_PANEL
+
+    cells = runs.drop_duplicates("run_id")
+    scored = [m for m in SR_PANEL if m in set(runs["metric"].dropna())]
+    reasons: dict[str, str] = {}
+    for entries in cells["metrics_left_out"].dropna():
+        for metric, why in entries:
+            reasons.setdefault(metric, why)
+    asked = {m for metrics in cells["val_metrics"].dropna() for m in metrics}
+    missing = []
+    for metric in (m for m in SR_PANEL if m not in scored):
+        why = reasons.get(metric) or ("not asked for (add it to `val_metrics`)"
+                                      if metric not in asked else "not computed")
+        missing.append(f"{metric_label(metric)}: {_first_clause(why)}")
+    text = f"Scored: {', '.join(metric_label(m) for m in scored) or 'none of the panel'}."
+    if missing:
+        text += " Left out: " + "; ".join(missing) + "."
+    return text
+
+
 def metric_tables(summary: pd.DataFrame) -> list[tuple[str, str]]:
     """(heading, Markdown table) per model and set: GAN model first, validation set first."""
     out = []
@@ -362,7 +390,8 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
                "(tables/switch_effects.md) and [.csv](tables/switch_effects.csv).", ""]
     md += ["## Metrics per variant", "",
            "Mean ± half-width of the 95% t-interval over seeds (no interval with n = 1); "
-           "↑ higher is better, ↓ lower is better. Metrics on the Y channel.", ""]
+           "↑ higher is better, ↓ lower is better. Metrics on the Y channel.", "",
+           metric_panel(runs), ""]
     for heading, table in metric_tables(summary):
         md += [f"### {heading}", "", table, ""]
     bic = summary[summary["model"] == "bicubic"]

@@ -34,17 +34,20 @@ def super_resolve(generator: torch.nn.Module, pairs: Sequence[ImagePair],
 
 
 def score(images: Sequence[np.ndarray], pairs: Sequence[ImagePair], metrics: Sequence[str],
-          scale: int) -> dict[str, float]:
+          scale: int, left_out: dict[str, str] | None = None) -> dict[str, float]:
     """Mean of each metric over a set, plus ``rmse``: PIRM's pooled RMSE on Y.
 
     PSNR/SSIM on Y with crop = ``scale``; NIQE and PI on Y, shaving ``scale`` pixels; ``rmse``
     is sqrt of the mean per-image MSE (0..255). A metric that is unavailable is missing from
-    the result (see the module docstring).
+    the result (see the module docstring); ``left_out``, when given, gets why (metric -> the
+    missing file's message).
     """
     names = [pair.name for pair in pairs]
     wanted = list(dict.fromkeys([*metrics, "rmse"]))
     table = evaluate_images(images, [pair.hr for pair in pairs], names, wanted,
                             crop_border=scale)
+    if left_out is not None:
+        left_out.update(table.attrs.get("left_out", {}))
     out = {m: float(np.mean(table[m].to_numpy())) for m in metrics
            if m != "rmse" and not table[m].isna().any()}
     out["rmse"] = pooled_rmse(table["rmse"].to_numpy())

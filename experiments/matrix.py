@@ -299,8 +299,13 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
     running: dict[int, subprocess.Popen] = {}
 
+    def log_of(cell: Cell) -> Path:
+        # One log per matrix process: two matrices on one store run the same cell command,
+        # and each must read what its own command did.
+        return log_dir / f"{cell.kind}-{cell.key}-{os.getpid()}.log"
+
     def launch(cell: Cell) -> int:
-        log = log_dir / f"{cell.kind}-{cell.key}.log"
+        log = log_of(cell)
         with open(log, "w") as handle:
             handle.write(shlex.join(cell.argv()) + "\n")
             handle.flush()
@@ -324,7 +329,7 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     cell = pending.pop(future)
-                    log = log_dir / f"{cell.kind}-{cell.key}.log"
+                    log = log_of(cell)
                     if future.result() != 0:
                         failed.append(cell)
                         tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []

@@ -207,12 +207,13 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
 
     # ---- evaluation: validation set and test sets, the trained models and bicubic
     result: dict[str, Any] = {"bicubic": {}, **{model: {} for model in sr}}
+    left_out: dict[str, str] = {}  # metrics asked for whose weight files are not on disk
     rows = []
     for set_name, pairs in sets.items():
         images = {"bicubic": bicubic_images(pairs, scale),
                   **{model: by_set[set_name] for model, by_set in sr.items()}}
         for model, imgs in images.items():
-            means = score(imgs, pairs, metric_names, scale)
+            means = score(imgs, pairs, metric_names, scale, left_out)
             result[model][set_name] = means
             rows.append({"set": set_name, "model": model, **means})
     table = out_dir / "metrics.csv"
@@ -237,6 +238,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
                          "total": time.perf_counter() - t_start}
     result["steps"] = {"stage1": record1["steps"], "stage2": outcome2.steps if outcome2 else 0}
     meta["stage2_resumed_from"] = outcome2.resumed_from if outcome2 else 0
+    meta["metrics_left_out"] = left_out
     return result
 
 

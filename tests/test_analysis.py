@@ -487,3 +487,23 @@ def test_pi_from_ma_and_niqe(tmp_path: Path) -> None:
     gan = runs[runs["model"] == "gan_model"].set_index("metric")["value"]
     assert gan["pi"] == pytest.approx(0.5 * (2.0 + gan["niqe"]))
     assert list(gan.index) == ["psnr", "ssim", "rmse", "niqe", "ma", "pi"]
+
+
+def test_report_says_which_metrics_of_the_panel_were_left_out_and_why(tmp_path: Path) -> None:
+    store = tmp_path / "runs"
+    for run_id, seed in ((1, 0), (2, 1)):
+        run = make_run(run_id, "ESRGAN", seed)
+        run["config"]["val_metrics"] = ["psnr", "ssim", "niqe", "lpips", "dists"]
+        run["info"]["esrgan"]["metrics_left_out"] = {
+            "lpips": "LPIPS needs the weight file LPIPS_v0.1_alex-df73285e.pth (from https://h),"
+                     " not found in: /x; put it there, or run `make weights` on a connected "
+                     "machine"}
+        write_file_run(store, run)
+    assert report.main(["--store", str(store), "--name", "r", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "r" / "index.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("Scored: "))
+    assert "PSNR" in line.split("Left out:")[0]
+    left = line.split("Left out: ", 1)[1]
+    assert "LPIPS needs the weight file LPIPS_v0.1_alex-df73285e.pth (`make weights` gets it)" \
+        in left
+    assert "PI-Y: not asked for (add it to `val_metrics`)" in left

@@ -31,6 +31,7 @@ from esrgan.metrics.psnr_ssim import psnr, quantize, ssim
 from esrgan.metrics.table import MetricInputError, MetricNameError, evaluate_images, summarize
 
 __all__ = [
+    "SR_PANEL",
     "METRICS",
     "Metric",
     "MetricInputError",
@@ -67,6 +68,9 @@ class Metric:
     channel: str  # "Y" (MATLAB BT.601 luma) or "RGB": what the metric looks at
     uses_iqa_weights: bool = False
 
+
+SR_PANEL: tuple[str, ...] = ("psnr", "ssim", "lpips", "dists", "niqe", "pi")
+"""The metrics a current SR paper reports: fidelity, learned full-reference, no-reference."""
 
 METRICS: dict[str, Metric] = {
     "psnr": Metric(psnr, True, True, "PSNR-Y (dB)", "Y"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Sequence
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,13 @@ def _check_names(metrics: Sequence[str]) -> None:
         )
 
 
+@cache
+def _warn_once(message: str) -> None:
+    """One warning per message and process: a run scores at every validation, and warnings'
+    own once-per-place registry is reset by every ``catch_warnings`` block (torch has many)."""
+    warnings.warn(message, stacklevel=3)
+
+
 def evaluate_images(
     sr_images: Iterable[np.ndarray],
     hr_images: Iterable[np.ndarray | None],
@@ -66,7 +74,7 @@ def evaluate_images(
 
     _check_names(metrics)
     table = {m: [] for m in metrics}
-    unavailable: set[str] = set()
+    unavailable: dict[str, str] = {}  # metric -> why (its missing weight file)
     pairs = zip(names, sr_images, hr_images, strict=False)
     if progress:
         pairs = tqdm(pairs, total=len(names), desc="evaluate", unit="img")
@@ -85,9 +93,8 @@ def evaluate_images(
             try:
                 value = metric.function(*args, **kwargs)
             except MetricUnavailable as exc:
-                warnings.warn(f"metric {m} unavailable, left out of this run: {exc}",
-                              stacklevel=2)
-                unavailable.add(m)
+                _warn_once(f"metric {m} unavailable, left out of this run: {exc}")
+                unavailable[m] = str(exc)
                 value = np.nan
             except ValueError as exc:
                 raise MetricInputError(f"{name}: metric {m}: {exc}") from exc
@@ -95,6 +102,7 @@ def evaluate_images(
     if count != len(names):
         raise MetricInputError(f"{len(names)} names but {count} image pairs")
     frame = pd.DataFrame(table, index=pd.Index(list(names), name="image"), columns=list(metrics))
+    frame.attrs["left_out"] = unavailable  # metric -> why it could not be computed
     return frame
 
 
