@@ -66,6 +66,10 @@ from esrgan.speed import (
 )
 from esrgan.weights import CheckpointError, load_checkpoint, save_checkpoint, save_generator
 
+# The fp16 gradient scaler skips an update whose gradients overflowed (its first few, while
+# it finds its scale); the schedule counts steps, not updates, as BasicSR's does.
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+
 LogFn = Callable[[str, float, int], None]
 ValidateFn = Callable[[nn.Module, int], dict[str, float]]
 Batches = Callable[[int], Iterator[dict[str, Tensor]]]
