@@ -318,6 +318,28 @@ def _keep(checkpoint: Path, step: int, keep_last: int) -> None:
             old.unlink(missing_ok=True)
 
 
+def _settle_kept(checkpoint: Path, start: int, metric: str,
+                 best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Before a stage (re)starts at ``start``: remove the kept periodic checkpoints of later
+    steps (a rollback abandoned them; they would crowd out the new ones), and return the best
+    so far, the better of ``best`` (the checkpoint's record) and the best file's own record
+    (the file may be newer than the checkpoint, or outlive a rollback: the best generator
+    this folder has seen stays the best)."""
+    for step, path in kept_checkpoints(checkpoint):
+        if step > start:
+            path.unlink(missing_ok=True)
+    path = checkpoint.with_name(f"best_{metric}.pth")
+    if not metric or not path.exists():
+        return best
+    try:
+        saved = load_checkpoint(path)
+        record = {"metric": metric, "value": float(saved["value"]), "step": int(saved["step"])}
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        set_aside(path, f"{path}: not a best file of this stage")
+        return best
+    return record if _better(metric, record["value"], best) else best
+
+
 def _better(metric: str, value: float, best: dict[str, Any] | None) -> bool:
     """Whether ``value`` of ``metric`` beats the best so far (strictly: ties keep the first)."""
     if not math.isfinite(value):
@@ -463,6 +485,8 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
     """
     prefix = f"stage{stage.number}_"
     check_best_metric(settings.best_metric)
+    if checkpoint is not None and distributed.is_main():
+        best = _settle_kept(checkpoint, start, settings.best_metric, best)
 
     def save(step: int, periodic: bool = False) -> None:
         if checkpoint is not None:

@@ -179,7 +179,7 @@ def paper():
     val_every1 = 20_000
     val_every2 = 20_000
     ckpt_every = 5000
-    keep_last = 4  # the last 20k steps: 4 rollback points (~0.8 GB in stage 1)
+    keep_last = 4  # 4 rollback points, the last 20k steps (0.8 GB in stage 1, 1.5 GB in 2)
     log_every = 100
     val_crops = 128
 

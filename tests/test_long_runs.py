@@ -97,6 +97,17 @@ def test_keeps_the_last_n_and_the_best_and_resumes_bit_exactly(tmp_path: Path) -
     assert same(split.state_dict(), g.state_dict())
     assert same(load_generator_state(ckpt2.parent / "best_psnr.pth"), seen[4])
 
+    # a rollback: a kept checkpoint copied over the resume point; the later kept one goes,
+    # is made again, and the run ends where it ended (the best file stays)
+    (ckpt2.parent / "checkpoint_10.pth").write_bytes(b"from the abandoned steps")
+    ckpt2.write_bytes((ckpt2.parent / "checkpoint_8.pth").read_bytes())
+    again = train_psnr(split, batches, settings(keep_last=2, best_metric="psnr"),
+                       checkpoint=ckpt2, validate=validate, progress=False)
+    assert again.resumed_from == 8 and again.best == out.best
+    assert sorted(p.name for p in ckpt2.parent.iterdir()) == names
+    assert same(load_checkpoint(ckpt2.parent / "checkpoint_10.pth")["generator"],
+                g.state_dict())
+
 
 def test_keep_all_and_the_lower_is_better_metric(tmp_path: Path) -> None:
     torch.manual_seed(0)
