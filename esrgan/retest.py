@@ -103,6 +103,9 @@ def find_kept(folders: Sequence[Path]) -> list[Kept]:
     files: list[Path] = []
     for folder in folders:
         if folder.is_file():
+            if folder.suffix != ".pth":
+                raise BenchmarkError(f"{folder}: not a checkpoint (give a stage's folder or "
+                                     "a .pth file)")
             files.append(folder)
         elif folder.is_dir():
             found = sorted(p for p in folder.glob("*.pth") if _kind(p))
@@ -153,7 +156,8 @@ def retest(folders: Sequence[Path], sets: Sequence[BenchmarkSet], *,
             rows.append({"stage": entry.stage, "step": entry.step,
                          "kept_as": "+".join(entry.kinds), "file": str(entry.path),
                          "set": set_name, **scores.to_dict()})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table.astype({"images": int}) if len(table) else table
 
 
 def curve_png(table: pd.DataFrame) -> bytes:

@@ -20,7 +20,7 @@ from esrgan.archs.rrdbnet import build_generator
 from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.benchmark import BenchmarkSet, run_benchmark
 from esrgan.losses import PerceptualLoss
-from esrgan.train import GanWeights, StageSettings, train_gan, train_psnr
+from esrgan.train import GanWeights, StageSettings, remove_checkpoints, train_gan, train_psnr
 from esrgan.weights import load_checkpoint, load_generator, load_generator_state
 from experiments import build, presets
 
@@ -118,6 +118,9 @@ def test_keep_all_and_the_lower_is_better_metric(tmp_path: Path) -> None:
     assert sorted(int(m[1]) for p in tmp_path.iterdir()
                   if (m := re.match(r"checkpoint_(\d+)\.pth$", p.name))) == [2, 4, 6, 8, 10]
     assert out.best == {"metric": "niqe", "value": 5.0, "step": 4}  # 30 - 25: lowest
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    remove_checkpoints(ckpt)  # fresh=True: nothing of the run is left to resume or re-score
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     # the default: the resume point only, as before (no best without a metric)
     other = tmp_path / "default"
     train_psnr(build_generator(nf=8, nb=1, gc=4), batches, settings(), validate=validate,
