@@ -5,32 +5,41 @@ Read top to bottom:
 - :func:`psnr_step`  stage 1's update, the PSNR-oriented model: L1 only.
 - :func:`gan_step`   stage 2's update: G with L_percep + lambda * L_adv + eta * L1 (eq. (3) of
   the paper, D frozen), then D with the standard or relativistic loss, alternately.
-- :func:`train_loop` what both stages share: batches, the step, the learning-rate schedule,
-  loss checks, averaged logging, validation, checkpoints, Ctrl-C and resume.
+- :func:`train_loop` what both stages share: batches (split into ``accum`` micro-batches),
+  the step, the learning-rate schedule, loss checks, averaged logging, validation,
+  checkpoints (the resume point, the last ``keep_last``, the best by a validation metric),
+  Ctrl-C and resume.
 - :func:`train_psnr`, :func:`train_gan`: a stage's networks, optimisers and schedule, then the
   loop.
 
 Both stages take every setting as an argument (no config objects from Sacred) and talk to the
 outside through ``log(name, value, step)``, ``validate(generator, step) -> dict`` and
 ``progress`` (a tqdm bar is made here). Both checkpoint every ``ckpt_every`` steps to one file
-(atomic replace) holding the networks, optimisers, schedulers, the torch RNG state and the step,
-and resume from it: training samples are a pure function of (seed, sample index) (see
-``esrgan.data.PatchDataset``), so a resumed run sees exactly the batches it would have seen, and
-on CPU a resumed run ends bit-identical to an uninterrupted one.
+(atomic replace) holding the networks, optimisers, schedulers, fp16 gradient scalers, the torch
+RNG state and the step, and resume from it: training samples are a pure function of (seed,
+sample index) (see ``esrgan.data.PatchDataset``), so a resumed run sees exactly the batches it
+would have seen, and on CPU a resumed run ends bit-identical to an uninterrupted one. Beside
+that resume point a stage keeps the last ``keep_last`` periodic checkpoints
+(``checkpoint_<step>.pth``) and the generator that scored best on ``best_metric``
+(``best_<metric>.pth``); ``esrgan.retest`` scores them afterwards.
 
 The speed switches (``StageSettings``: ``precision``, ``channels_last``, ``compile``, ``adam``)
 and data parallelism are applied where a network is wrapped (``esrgan.speed.Forward``), never
-inside a step's equations. Under ``torchrun`` (``esrgan.distributed``) the networks are wrapped
-in DistributedDataParallel, batch statistics are global, the logged losses are averaged over
-ranks, and only rank 0 validates and writes the checkpoint (every rank resumes from it).
+inside a step's equations; gradient accumulation and the fp16 gradient scaler where a loss
+becomes an update (:class:`Update`). Under ``torchrun`` (``esrgan.distributed``) the networks
+are wrapped in DistributedDataParallel, batch statistics are global, the logged losses are
+averaged over ranks, and only rank 0 validates and writes the checkpoint (every rank resumes
+from it).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,22 +51,30 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from esrgan import distributed
+from esrgan.files import atomic_write
 from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
 from esrgan.losses.perceptual import PerceptualLoss
+from esrgan.metrics import METRICS
 from esrgan.speed import (
     Forward,
     adam,
     compiled,
     generator_precision,
+    grad_scaler,
     loss_network_precision,
     mark_step_begin,
 )
-from esrgan.weights import CheckpointError, load_checkpoint, save_checkpoint
+from esrgan.weights import CheckpointError, load_checkpoint, save_checkpoint, save_generator
+
+# The fp16 gradient scaler skips an update whose gradients overflowed (its first few, while
+# it finds its scale); the schedule counts steps, not updates, as BasicSR's does.
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
 
 LogFn = Callable[[str, float, int], None]
 ValidateFn = Callable[[nn.Module, int], dict[str, float]]
 Batches = Callable[[int], Iterator[dict[str, Tensor]]]
-StepFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
+MicroBatches = Sequence[tuple[Tensor, Tensor]]  # the (LR, HR) micro-batches of one step
+StepFn = Callable[[MicroBatches], dict[str, Tensor]]
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,6 +91,13 @@ class StageSettings:
     ``precision``: 'fp32', 'bf16' (autocast of every forward pass) or 'bf16-losses' (VGG19 and
     D only); ``compile``: 'off', 'default', 'reduce-overhead' (CUDA graphs on a GPU);
     ``adam``: 'auto' (fused on CUDA), 'fused' or 'foreach' (``esrgan.speed``).
+
+    ``accum``: micro-batches per step (``batch_size / accum`` samples each), their gradients
+    summed into one update: for a mean loss the update of the whole batch (stage 1 refuses it
+    with BatchNorm in G, whose statistics would be the micro-batch's; in stage 2 D's
+    BatchNorm and RaGAN's batch means are the micro-batch's). ``keep_last``: periodic
+    checkpoints kept beside the resume point (0: none, -1: all); ``best_metric``: the
+    validation metric whose best value's generator is kept ('': none).
     """
 
     steps: int
@@ -91,6 +115,9 @@ class StageSettings:
     compile: str
     adam: str
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of G (BasicSR: 0.999)
+    accum: int = 1
+    keep_last: int = 0
+    best_metric: str = ""
 
     @property
     def milestones(self) -> list[int]:
@@ -116,34 +143,70 @@ class StageOutcome:
     seconds: float = 0.0
     resumed_from: int = 0
     ema: nn.Module | None = None
+    best: dict[str, Any] | None = None  # {'metric', 'value', 'step'} of the best file
 
 
-def make_ema(generator: nn.Module, decay: float) -> AveragedModel | None:
+def make_ema(generator: nn.Module, decay: float,
+             start: nn.Module | None = None) -> AveragedModel | None:
     """An exponential moving average of ``generator``'s weights (and buffers), or None for 0.
 
-    W_ema <- decay * W_ema + (1 - decay) * W after every update, starting from the weights it
-    is made from (``torch.optim.swa_utils``).
+    W_ema <- decay * W_ema + (1 - decay) * W after every update, from W_ema = the weights of
+    ``start`` when given (stage 2: stage 1's average, which BasicSR loads from
+    ``params_ema``), else ``generator``'s weights before the first update, as BasicSR's
+    ``model_ema(0)`` copies them: after t updates the average is
+    decay^t W_0 + sum_i (1 - decay) decay^(t-i) W_i. BasicSR averages the parameters only;
+    here the buffers too (BatchNorm's running statistics, a G with ``bn``).
     """
     if decay == 0:
         return None
     if not 0 < decay < 1:
         raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
-    return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if start is not None:
+        ema.module.load_state_dict(start.state_dict())
+    ema.n_averaged.fill_(1)  # it holds its first value already: every update averages
+    return ema
+
+
+class Update:
+    """An optimiser's update from a loss over the micro-batches of one step.
+
+    Each micro-batch's loss, divided by their number, is back-propagated (through the fp16
+    gradient scaler, a plain backward without one), then the optimiser steps once (the scaler
+    skips a step whose gradients overflowed, and adjusts its scale). For a mean loss over k
+    equal micro-batches this is the update of the whole batch. Returns the micro-batches'
+    mean of each logged value.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        self.optimizer, self.scaler = optimizer, scaler
+
+    def __call__(self, loss: Callable[..., tuple[Tensor, dict[str, Tensor]]],
+                 inputs: Sequence[tuple[Tensor, ...]]) -> dict[str, Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, Tensor] = {}
+        for args in inputs:
+            value, logged = loss(*args)
+            self.scaler.scale(value / len(inputs)).backward()
+            for name, v in logged.items():
+                sums[name] = sums[name] + v.detach() if name in sums else v.detach()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {name: v / len(inputs) for name, v in sums.items()}
 
 
 # ------------------------------------------------------------------------------------------
 # the two steps: only the equations
 
 
-def psnr_step(g: Forward, opt_g: torch.optim.Optimizer, lr_img: Tensor,
-              hr_img: Tensor) -> dict[str, Tensor]:
+def psnr_step(g: Forward, update_g: Update, batch: MicroBatches) -> dict[str, Tensor]:
     """One stage-1 update: L1 between G(LR) and HR."""
-    sr = g(lr_img)
-    l_pix = F.l1_loss(sr, hr_img)
-    opt_g.zero_grad(set_to_none=True)
-    l_pix.backward()
-    opt_g.step()
-    return {"l_pix": l_pix.detach()}
+
+    def l1(lr_img: Tensor, hr_img: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        l_pix = F.l1_loss(g(lr_img), hr_img)
+        return l_pix, {"l_pix": l_pix}
+
+    return update_g(l1, batch)
 
 
 @dataclass
@@ -158,37 +221,40 @@ class GanNets:
     discriminator: nn.Module  # its parameters are frozen during G's update
 
 
-def gan_step(nets: GanNets, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-             lr_img: Tensor, hr_img: Tensor, gan_loss: str,
-             weights: GanWeights) -> dict[str, Tensor]:
+def gan_step(nets: GanNets, update_g: Update, update_d: Update, batch: MicroBatches,
+             gan_loss: str, weights: GanWeights) -> dict[str, Tensor]:
     """One stage-2 update: G once with D frozen, then D once on the detached G output (the
     order of the paper's reference code)."""
+    fakes: list[Tensor] = []  # G's outputs before its update, one per micro-batch, for D
+
+    def generator_loss(lr_img: Tensor, hr_img: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        sr = nets.g(lr_img)
+        fakes.append(sr.detach())
+        l_pix = F.l1_loss(sr, hr_img)
+        l_percep = nets.percep(sr, hr_img)
+        real_logits = nets.d_frozen(hr_img).detach()
+        fake_logits = nets.d_frozen(sr)
+        l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
+        l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
+        return l_g, {"l_g": l_g, "l_pix": l_pix, "l_percep": l_percep, "l_adv": l_adv}
+
+    def d_loss(hr_img: Tensor, sr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        real_logits = nets.d(hr_img)
+        fake_logits = nets.d(sr)
+        l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
+        return l_d, {"l_d": l_d, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
+
     # --- generator step: D frozen, its real logits are constants
     for p in nets.discriminator.parameters():
         p.requires_grad_(False)
-    sr = nets.g(lr_img)
-    l_pix = F.l1_loss(sr, hr_img)
-    l_percep = nets.percep(sr, hr_img)
-    real_logits = nets.d_frozen(hr_img).detach()
-    fake_logits = nets.d_frozen(sr)
-    l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
-    l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
-    opt_g.zero_grad(set_to_none=True)
-    l_g.backward()
-    opt_g.step()
+    g_losses = update_g(generator_loss, batch)
 
     # --- discriminator step on the detached SR batch
     for p in nets.discriminator.parameters():
         p.requires_grad_(True)
-    real_logits = nets.d(hr_img)
-    fake_logits = nets.d(sr.detach())
-    l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
-    opt_d.zero_grad(set_to_none=True)
-    l_d.backward()
-    opt_d.step()
-    return {"l_g": l_g.detach(), "l_pix": l_pix.detach(), "l_percep": l_percep.detach(),
-            "l_adv": l_adv.detach(), "l_d": l_d.detach(),
-            "d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
+    d_losses = update_d(d_loss, [(hr_img, sr) for (_, hr_img), sr
+                                 in zip(batch, fakes, strict=True)])
+    return {**g_losses, **d_losses}
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,6 +266,96 @@ def _atomic_save(obj: dict, path: Path) -> None:
     if not distributed.is_main():
         return  # one writer; every rank holds the same state
     save_checkpoint(path, obj)
+
+
+_KEPT = re.compile(r"^(?P<stem>.+)_(?P<step>\d+)\.pth$")
+
+
+def kept_checkpoints(checkpoint: Path) -> list[tuple[int, Path]]:
+    """The periodic checkpoints kept beside ``checkpoint`` (``<stem>_<step>.pth``), by step."""
+    found = []
+    for path in checkpoint.parent.glob(f"{checkpoint.stem}_*.pth"):
+        match = _KEPT.match(path.name)
+        if match and match["stem"] == checkpoint.stem:
+            found.append((int(match["step"]), path))
+    return sorted(found)
+
+
+def best_files(checkpoint: Path) -> list[Path]:
+    """The best-by-validation generators kept beside ``checkpoint`` (``best_<metric>.pth``)."""
+    return sorted(checkpoint.parent.glob("best_*.pth"))
+
+
+def remove_checkpoints(checkpoint: Path) -> None:
+    """``checkpoint``, the periodic checkpoints kept beside it and the best files (a fresh
+    start: nothing of an earlier run is left to resume from or to re-score)."""
+    for path in (checkpoint, *(p for _, p in kept_checkpoints(checkpoint)),
+                 *best_files(checkpoint)):
+        path.unlink(missing_ok=True)
+
+
+def _keep(checkpoint: Path, step: int, keep_last: int) -> None:
+    """Keep the checkpoint just written as ``<stem>_<step>.pth`` and remove the oldest beyond
+    the last ``keep_last`` (-1: keep all).
+
+    A hard link to the same file: no second write, and replacing the resume point later
+    leaves it intact; a copy where the file system has no hard links.
+    """
+    if not distributed.is_main():
+        return
+    kept = checkpoint.with_name(f"{checkpoint.stem}_{step}.pth")
+    link = kept.with_name(f"{kept.name}.link")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(checkpoint, link)
+        os.replace(link, kept)
+    except OSError:
+        link.unlink(missing_ok=True)
+        data = checkpoint.read_bytes()
+        atomic_write(kept, data, what="the kept checkpoint")
+    if keep_last > 0:
+        for _, old in kept_checkpoints(checkpoint)[:-keep_last]:
+            old.unlink(missing_ok=True)
+
+
+def _settle_kept(checkpoint: Path, start: int, metric: str,
+                 best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Before a stage (re)starts at ``start``: remove the kept periodic checkpoints of later
+    steps (a rollback abandoned them; they would crowd out the new ones), and return the best
+    so far, the better of ``best`` (the checkpoint's record) and the best file's own record
+    (the file may be newer than the checkpoint, or outlive a rollback: the best generator
+    this folder has seen stays the best)."""
+    for step, path in kept_checkpoints(checkpoint):
+        if step > start:
+            path.unlink(missing_ok=True)
+    path = checkpoint.with_name(f"best_{metric}.pth")
+    if not metric or not path.exists():
+        return best
+    try:
+        saved = load_checkpoint(path)
+        record = {"metric": metric, "value": float(saved["value"]), "step": int(saved["step"])}
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        set_aside(path, f"{path}: not a best file of this stage")
+        return best
+    return record if _better(metric, record["value"], best) else best
+
+
+def _better(metric: str, value: float, best: dict[str, Any] | None) -> bool:
+    """Whether ``value`` of ``metric`` beats the best so far (strictly: ties keep the first)."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    higher = METRICS[metric].higher_is_better
+    return value > best["value"] if higher else value < best["value"]
+
+
+def check_best_metric(metric: str) -> None:
+    """ValueError unless ``metric`` ('' for none) has a direction: a best value to keep."""
+    if metric and (metric not in METRICS or metric == "brightness_shift"):
+        usable = [m for m in METRICS if m != "brightness_shift"]
+        raise ValueError(f"best metric must be one of {', '.join(usable)} (or empty: none), "
+                         f"got {metric!r}")
 
 
 class CheckpointSetAside(UserWarning):
@@ -307,22 +463,54 @@ class Stage:
     ema: AveragedModel | None = None  # its moving average: updated every step, validated
 
 
+def _micro_batches(lr_img: Tensor, hr_img: Tensor, accum: int) -> MicroBatches:
+    """The ``accum`` equal (LR, HR) micro-batches of one step's batch (views, no copies)."""
+    if lr_img.shape[0] % accum:
+        raise ValueError(f"a batch of {lr_img.shape[0]} samples does not split into "
+                         f"accum={accum} equal micro-batches")
+    size = lr_img.shape[0] // accum
+    return list(zip(lr_img.split(size), hr_img.split(size), strict=True))
+
+
 def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
                device: torch.device, checkpoint: Path | None, log: LogFn,
-               validate: ValidateFn | None, progress: bool, start: int) -> StageOutcome:
+               validate: ValidateFn | None, progress: bool, start: int,
+               best: dict[str, Any] | None = None) -> StageOutcome:
     """Run ``stage.step`` from step ``start`` to ``settings.steps``.
 
-    Writes the checkpoint every ``ckpt_every`` steps, at the end and on Ctrl-C
-    (KeyboardInterrupt is re-raised after the save); validates every ``val_every`` steps and
-    at the end; logs the mean losses every ``log_every`` steps.
+    Writes the checkpoint every ``ckpt_every`` steps (and keeps the last ``keep_last`` of
+    them), at the end and on Ctrl-C (KeyboardInterrupt is re-raised after the save);
+    validates every ``val_every`` steps and at the end, and writes the validated generator
+    to ``best_<metric>.pth`` whenever ``best_metric`` beats ``best`` (the best so far, from
+    the checkpoint); logs the mean losses every ``log_every`` steps.
     """
     prefix = f"stage{stage.number}_"
+    check_best_metric(settings.best_metric)
+    if checkpoint is not None and distributed.is_main():
+        best = _settle_kept(checkpoint, start, settings.best_metric, best)
 
-    def save(step: int) -> None:
+    def save(step: int, periodic: bool = False) -> None:
         if checkpoint is not None:
             parts = {name: part.state_dict() for name, part in stage.parts.items()}
+            arch = getattr(stage.generator, "arch", None)
             _atomic_save({"stage": stage.number, "step": step, **parts,
-                          "rng": torch.get_rng_state()}, checkpoint)
+                          "rng": torch.get_rng_state(), "best": best,
+                          **({"arch": dict(arch)} if arch is not None else {})}, checkpoint)
+            if periodic and settings.keep_last:
+                _keep(checkpoint, step, settings.keep_last)
+
+    def validation(step: int) -> dict[str, float]:
+        nonlocal best
+        metrics = _run_validation(validate, validated, step, prefix, log)
+        metric = settings.best_metric
+        value = metrics.get(metric) if metric else None
+        if value is not None and _better(metric, float(value), best):
+            best = {"metric": metric, "value": float(value), "step": step}
+            if checkpoint is not None:  # rank 0 only: the others have no metrics
+                save_generator(checkpoint.with_name(f"best_{metric}.pth"), stage.generator,
+                               ema=stage.ema.module if stage.ema is not None else None,
+                               info={"stage": stage.number, **best})
+        return metrics
 
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     validated = stage.generator if stage.ema is None else stage.ema.module
@@ -340,7 +528,7 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
             hr_img = batch["hr"].to(device, memory_format=fmt)
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
             mark_step_begin(settings.compile)
-            losses = stage.step(lr_img, hr_img)
+            losses = stage.step(_micro_batches(lr_img, hr_img, settings.accum))
             if stage.ema is not None:
                 stage.ema.update_parameters(stage.generator)
             for scheduler in stage.schedulers:
@@ -359,9 +547,9 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
                 shown = stage.shown or tuple(means)
                 bar.set_postfix({k: f"{means[k]:.4f}" for k in shown})
             if settings.val_every and step % settings.val_every == 0 and step < settings.steps:
-                _run_validation(validate, validated, step, prefix, log)
+                validation(step)
             if settings.ckpt_every and step % settings.ckpt_every == 0:
-                save(step)
+                save(step, periodic=True)
     except KeyboardInterrupt:
         if consistent:
             save(step)  # otherwise the last periodic checkpoint stands
@@ -370,9 +558,9 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
         bar.close()
     save(step)
     seconds = time.perf_counter() - t0
-    metrics = _run_validation(validate, validated, step, prefix, log)
+    metrics = validation(step)
     return StageOutcome(metrics=metrics, steps=step, seconds=seconds, resumed_from=start,
-                        ema=None if stage.ema is None else stage.ema.module)
+                        ema=None if stage.ema is None else stage.ema.module, best=best)
 
 
 # ------------------------------------------------------------------------------------------
@@ -392,19 +580,20 @@ def _adam(params: Any, lr: float, settings: StageSettings,
     return adam(params, lr, settings.adam_betas, settings.adam, device)
 
 
-def _resume(checkpoint: Path | None, parts: dict[str, Any]) -> int:
-    """Load every part from ``checkpoint`` (if it exists) and the RNG state; the step reached.
+def _resume(checkpoint: Path | None, parts: dict[str, Any]) -> tuple[int, dict | None]:
+    """Load every part from ``checkpoint`` (if it exists) and the RNG state; the step reached
+    and the best validation so far (None: none yet).
 
     A checkpoint that cannot be read (truncated, tampered, of another stage) is set aside
     with a warning naming it, and the stage starts over from step 0.
     """
     state = _load_checkpoint(checkpoint, parts) if checkpoint else None
     if state is None:
-        return 0
+        return 0, None
     for name, part in parts.items():
         part.load_state_dict(state[name])
     torch.set_rng_state(state["rng"])
-    return int(state["step"])
+    return int(state["step"]), state.get("best")
 
 
 def train_psnr(
@@ -421,25 +610,41 @@ def train_psnr(
     """Stage 1: train ``generator`` with the L1 loss only.
 
     ``batches(start_step)`` yields {'lr', 'hr'} batches for steps start_step, start_step+1, ...
-    Resumes from ``checkpoint`` when that file exists.
+    Resumes from ``checkpoint`` when that file exists. ``accum`` > 1 is refused for a
+    generator with BatchNorm: its statistics over micro-batches would make another update.
     """
     device = torch.device(device)
     precision_g = generator_precision(settings.precision)
+    check_accum(settings.accum, generator, "stage 1")
     _prepare(distributed.convert_batchnorm(generator, device), device,
              settings.channels_last).train()
     opt = _adam(generator.parameters(), settings.lr, settings, device)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, settings.milestones, settings.lr_gamma)
+    scaler = grad_scaler(precision_g, device)
     ema = make_ema(generator, settings.ema_decay)
     parts = {"generator": generator, "opt_g": opt, "sched_g": sched,
+             **({"scaler_g": scaler} if scaler.is_enabled() else {}),
              **({"generator_ema": ema} if ema is not None else {})}
-    start = _resume(checkpoint, parts)
+    start, best = _resume(checkpoint, parts)
     # after the resume: DDP broadcasts rank 0's parameters when it wraps the module
     g = Forward(compiled(distributed.data_parallel(generator, device), settings.compile),
                 device.type, precision_g, settings.compile)
-    stage = Stage(1, "stage 1 (L1)", lambda lr, hr: psnr_step(g, opt, lr, hr), parts, [sched],
-                  ("lr",), generator, ema=ema)
+    update_g = Update(opt, scaler)
+    stage = Stage(1, "stage 1 (L1)", lambda batch: psnr_step(g, update_g, batch), parts,
+                  [sched], ("lr",), generator, ema=ema)
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
-                      validate=validate, progress=progress, start=start)
+                      validate=validate, progress=progress, start=start, best=best)
+
+
+def check_accum(accum: int, generator: nn.Module, stage: str) -> None:
+    """ValueError for ``accum`` < 1, or > 1 with BatchNorm in ``generator`` (its statistics
+    would be the micro-batch's, not the batch's: not the same update)."""
+    if accum < 1:
+        raise ValueError(f"accum must be >= 1 (micro-batches per step), got {accum}")
+    if accum > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                         for m in generator.modules()):
+        raise ValueError(f"{stage}: accum={accum} with BatchNorm in the generator (bn=True) "
+                         "would normalise over micro-batches, not the batch: use accum=1")
 
 
 def train_gan(
@@ -457,14 +662,19 @@ def train_gan(
     log: LogFn = lambda name, value, step: None,
     validate: ValidateFn | None = None,
     progress: bool = True,
+    ema_start: nn.Module | None = None,
 ) -> StageOutcome:
     """Stage 2: G from stage 1 trained with eq. (3), D with the ``gan_loss`` ('ragan' | 'standard').
 
-    Adam for both (D with learning rate ``lr_d``), with the same multi-step decay.
+    Adam for both (D with learning rate ``lr_d``), with the same multi-step decay. With
+    ``ema_decay`` the moving average continues from ``ema_start`` (stage 1's average, as
+    BasicSR's ESRGAN recipe loads ``params_ema`` into it; None: from G's weights). With
+    ``accum`` > 1, D's BatchNorm and RaGAN's batch means are taken over each micro-batch.
     """
     device = torch.device(device)
     precision_g = generator_precision(settings.precision)
     precision_loss = loss_network_precision(settings.precision)
+    check_accum(settings.accum, nn.Identity(), "stage 2")
     for net in (generator, discriminator):
         _prepare(distributed.convert_batchnorm(net, device), device,
                  settings.channels_last).train()
@@ -473,11 +683,14 @@ def train_gan(
     opt_d = _adam(discriminator.parameters(), lr_d, settings, device)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, settings.milestones, settings.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, settings.milestones, settings.lr_gamma)
-    ema = make_ema(generator, settings.ema_decay)
+    # one scaler per optimiser: an overflow in D's gradients skips D's step only
+    scaler_g, scaler_d = (grad_scaler(settings.precision, device) for _ in range(2))
+    ema = make_ema(generator, settings.ema_decay, start=ema_start)
     parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g,
              "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d,
+             **({"scaler_g": scaler_g, "scaler_d": scaler_d} if scaler_g.is_enabled() else {}),
              **({"generator_ema": ema} if ema is not None else {})}
-    start = _resume(checkpoint, parts)
+    start, best = _resume(checkpoint, parts)
     # G and D's own update go through DDP; G's update calls D directly (frozen there).
     mode, kind = settings.compile, device.type
     nets = GanNets(
@@ -488,9 +701,10 @@ def train_gan(
         d_frozen=Forward(compiled(discriminator, mode), kind, precision_loss, mode),
         percep=Forward(compiled(perceptual, mode), kind, precision_loss, mode),
         discriminator=discriminator)
+    update_g, update_d = Update(opt_g, scaler_g), Update(opt_d, scaler_d)
     stage = Stage(2, f"stage 2 ({gan_loss})",
-                  lambda lr, hr: gan_step(nets, opt_g, opt_d, lr, hr, gan_loss, weights),
+                  lambda batch: gan_step(nets, update_g, update_d, batch, gan_loss, weights),
                   parts, [sched_g, sched_d], ("lr", "d_lr"), generator, shown=("l_g", "l_d"),
                   ema=ema)
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
-                      validate=validate, progress=progress, start=start)
+                      validate=validate, progress=progress, start=start, best=best)

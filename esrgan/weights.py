@@ -266,10 +266,10 @@ def _unsafe_reason(text: str) -> str:
 
 
 def save_generator(path: str | os.PathLike, model: Generator,
-                   ema: nn.Module | None = None) -> None:
+                   ema: nn.Module | None = None, info: dict[str, Any] | None = None) -> None:
     """Write ``{'params': state_dict, 'arch': model.arch}`` (BasicSR-compatible) to ``path``;
     with ``ema`` (a moving average of ``model``'s weights) also ``'params_ema'``, as BasicSR
-    ships its models.
+    ships its models; ``info`` (plain values, e.g. the step) is recorded beside them.
 
     A ``.safetensors`` name writes a safetensors file (``params.<key>`` tensors, ``arch`` as
     JSON metadata); any other name a torch file.
@@ -280,6 +280,7 @@ def save_generator(path: str | os.PathLike, model: Generator,
     if ema is not None:
         obj["params_ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
     obj["arch"] = dict(model.arch)
+    obj.update(info or {})
     save_checkpoint(path, obj)
 
 

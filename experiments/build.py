@@ -62,7 +62,14 @@ NON_SEMANTIC_KEYS = (
     "compile", "adam",  # same maths, other kernels (float rounding aside)
     "study",  # a label for the analysis
     "tb_dir",  # where the live TensorBoard view is written
+    # which checkpoints are kept; deterministic kernels (the same maths, reproducible)
+    "keep_last", "best_metric1", "best_metric2", "deterministic",
 )
+# Keys added after cells were stored, at the value that computes what those cells computed:
+# left out of the cell key there, so that a stored cell keeps its key. ``accum`` is not a
+# stage-1 key (the same update, float rounding aside) but changes stage 2 (D's BatchNorm and
+# RaGAN's means over micro-batches).
+ADDED_KEYS: dict[str, Any] = {"accum": 1}
 
 
 def generator_arch(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,7 +159,17 @@ def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
         compile=str(cfg["compile"]),
         adam=str(cfg["adam"]),
         ema_decay=float(cfg["ema_decay"]),
+        accum=int(cfg["accum"]),
+        keep_last=int(cfg["keep_last"]),
+        best_metric=best_metric(cfg, stage),
     )
+
+
+def best_metric(cfg: Mapping[str, Any], stage: int) -> str:
+    """The metric a stage keeps its best generator by: ``best_metric<stage>`` when the
+    validation computes it (it is among ``val_metrics``), else '' (no best file)."""
+    metric = str(cfg[f"best_metric{stage}"])
+    return metric if metric in cfg["val_metrics"] else ""
 
 
 def train_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]:
@@ -220,7 +237,12 @@ def disk_needed(cfg: Mapping[str, Any]) -> int:
         if int(cfg["steps2"]) > 0 else 0
     checkpoint = 4 * 3 * (g + d)  # fp32 weights + Adam's two moments
     generators = 4 * g * 5  # stage-1 cache, G_psnr, G_gan and the file store's copies
-    return 2 * checkpoint + generators + 20_000_000
+    steps = [int(cfg["steps1"])] + ([int(cfg["steps2"])] if d else [])
+    every, keep = int(cfg["ckpt_every"]), int(cfg["keep_last"])
+    # the periodic checkpoints kept per stage (-1: all of them)
+    kept = sum(keep if keep >= 0 else (n // every if every > 0 else 0) for n in steps)
+    best = 4 * 2 * g * 2 * len(steps)  # raw and averaged G, and a temporary copy, per stage
+    return (2 + kept) * checkpoint + generators + best + 20_000_000
 
 
 def _digest(obj: Any) -> str:
@@ -235,4 +257,5 @@ def stage1_key(cfg: Mapping[str, Any]) -> str:
 
 def cell_key(cfg: Mapping[str, Any]) -> str:
     """Hash of every setting that changes what a run computes (its identity in the matrix)."""
-    return _digest({k: v for k, v in sorted(cfg.items()) if k not in NON_SEMANTIC_KEYS})
+    return _digest({k: v for k, v in sorted(cfg.items()) if k not in NON_SEMANTIC_KEYS
+                    and not (k in ADDED_KEYS and v == ADDED_KEYS[k])})

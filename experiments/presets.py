@@ -22,7 +22,7 @@ from typing import Any
 
 from esrgan.paper.setting import PAPER_DATA, PAPER_SETTING, SCALE_KEYS
 from esrgan.paper.switches import ESRGAN
-from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, PRECISIONS, TRAINING_PRECISIONS
+from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, FORWARD_PRECISIONS, TRAINING_PRECISIONS
 
 EMBEDDED_TEST = "embedded"  # the value of test_sets that names the held-out embedded photos
 # pi, lpips and dists need weight files (esrgan/downloads.py); without them they are left out
@@ -77,14 +77,28 @@ def base():
     # 0.056 dB from fp32 (the guard is 0.05; a change of Adam kernel alone moves it 0.038 dB
     # and an fp32 stage 2 would not fit the default ablation's budget); full bf16 moved the
     # GAN model by 0.12 dB.
-    precision1 = "bf16"  # stage-1 arithmetic (G only): 'fp32' or 'bf16' (autocast)
-    precision2 = "bf16-losses"  # stage 2: 'fp32', 'bf16' (every network), 'bf16-losses' (VGG, D)
+    precision1 = "bf16"  # stage-1 arithmetic (G only): 'fp32', 'bf16' or 'fp16' (autocast)
+    # stage 2: 'fp32', 'bf16'/'fp16' (every network), 'bf16-losses'/'fp16-losses' (VGG, D);
+    # fp16 (GPUs before Ampere) adds a gradient scaler per optimiser
+    precision2 = "bf16-losses"
     channels_last = True  # NHWC memory format for networks and batches (faster with bf16)
     compile = "off"  # torch.compile of the networks: 'off', 'default', 'reduce-overhead'
     adam = "auto"  # Adam kernel: 'auto' (fused on CUDA, foreach on CPU), 'fused', 'foreach'
     # > 0: keep an exponential moving average of G's weights in both stages, score and ship
     # it (BasicSR's recipe: 0.999; not in the paper, which uses the raw weights)
     ema_decay = 0.0
+
+    # --- long runs (README "Long runs"): kept checkpoints, accumulation, determinism
+    # periodic checkpoints kept beside the resume point, checkpoint_<step>.pth (0: only the
+    # resume point; -1: all, BasicSR's way, unbounded on disk)
+    keep_last = 0
+    best_metric1 = "psnr"  # stage 1 keeps best_<metric>.pth, its best validation ('': none)
+    best_metric2 = "niqe"  # stage 2's: the perceptual metric ('pi' with pyiqa's weights)
+    # micro-batches per step: `batch` is split into `accum` parts whose gradients add up to
+    # the batch's (e.g. the paper's 16 as 4 x 4); stage 2 takes D's BatchNorm and RaGAN's
+    # means over each part; refused with bn=True (G's BatchNorm would, too)
+    accum = 1
+    deterministic = False  # deterministic kernels on CUDA (use_deterministic_algorithms)
 
     # --- data (None: the embedded scikit-image photos, see esrgan/data/embedded.py)
     train_hr = None  # folder of HR training images (e.g. DF2K)
@@ -171,6 +185,7 @@ def paper():
     val_every1 = 20_000
     val_every2 = 20_000
     ckpt_every = 5000
+    keep_last = 4  # 4 rollback points, the last 20k steps (0.8 GB in stage 1, 1.5 GB in 2)
     log_every = 100
     val_crops = 128
     # the panel of current SR papers; each left out (and said so) without its weight files
@@ -333,7 +348,8 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     unknown = sorted(set(cfg["val_metrics"]) - set(KNOWN_VAL_METRICS))
     if unknown:
         problems.append(f"unknown val_metrics {unknown}; known: {list(KNOWN_VAL_METRICS)}")
-    for key, allowed in (("precision1", PRECISIONS), ("precision2", TRAINING_PRECISIONS),
+    for key, allowed in (("precision1", FORWARD_PRECISIONS),
+                         ("precision2", TRAINING_PRECISIONS),
                          ("compile", COMPILE_MODES), ("adam", ADAM_IMPLS)):
         if cfg[key] not in allowed:
             problems.append(f"{key} must be one of {list(allowed)}, got {cfg[key]!r}")
@@ -343,6 +359,7 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["batch"] % world:
         problems.append(f"batch {cfg['batch']} is the global batch and must split evenly over "
                         f"the {world} torchrun processes")
+    problems += _long_run_problems(cfg, world)
     device = str(cfg["device"])
     if device.startswith("cuda"):
         import torch
@@ -352,6 +369,29 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     vgg = _vgg_problem(str(cfg["vgg_weights"]))
     if vgg:
         problems.append(vgg)
+    return problems
+
+
+def _long_run_problems(cfg: Mapping[str, Any], world: int) -> list[str]:
+    """Problems of the long-run keys: accum, keep_last, best_metric1/2."""
+    problems = []
+    accum = cfg["accum"]
+    if accum < 1:
+        problems.append(f"accum must be >= 1 (micro-batches per step), got {accum}")
+    elif cfg["batch"] % (world * accum):
+        problems.append(f"batch {cfg['batch']} must split into accum={accum} equal "
+                        f"micro-batches" + (f" on each of the {world} processes"
+                                            if world > 1 else ""))
+    elif accum > 1 and cfg["bn"]:
+        problems.append(f"accum={accum} with bn=True: G's BatchNorm would normalise over "
+                        "micro-batches, not the batch (another update); use accum=1")
+    if cfg["keep_last"] < -1:
+        problems.append(f"keep_last must be >= 0, or -1 to keep every checkpoint, got "
+                        f"{cfg['keep_last']}")
+    usable = [m for m in KNOWN_VAL_METRICS if m != "brightness_shift"]  # signed: no best
+    for key in ("best_metric1", "best_metric2"):
+        if cfg[key] and cfg[key] not in usable:
+            problems.append(f"{key} must be one of {usable} or '' (none), got {cfg[key]!r}")
     return problems
 
 
@@ -413,11 +453,18 @@ def substitutes(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["precision1"] != "fp32":
         bf16.append("the generator in stage 1")
     if cfg["precision2"] != "fp32" and gan_stage:
-        bf16.append("VGG19 and D in stage 2" if cfg["precision2"] == "bf16-losses"
+        bf16.append("VGG19 and D in stage 2" if cfg["precision2"].endswith("-losses")
                     else "all networks in stage 2")
     if bf16:
         used = [f"precision1 {cfg['precision1']}"] + (
             [f"precision2 {cfg['precision2']}"] if gan_stage else [])
-        out.append(f"bf16 autocast: {' and '.join(bf16)} ({', '.join(used)}; the paper "
-                   "trained in fp32; README 'Performance' gives the measured difference)")
+        kinds = sorted({cfg[k][:4] for k in ("precision1", "precision2") if cfg[k] != "fp32"
+                        and (k == "precision1" or gan_stage)})
+        out.append(f"{'/'.join(kinds)} autocast: {' and '.join(bf16)} ({', '.join(used)}; "
+                   "the paper trained in fp32; README 'Performance' gives the measured "
+                   "difference)")
+    if cfg.get("accum", 1) > 1 and gan_stage:  # an older run's config has no accum
+        out.append(f"stage 2 accumulates {cfg['accum']} micro-batches of "
+                   f"{cfg['batch'] // cfg['accum']} per step: D's BatchNorm and RaGAN's "
+                   "batch means are taken over each micro-batch, not the batch")
     return out

@@ -54,7 +54,8 @@ from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import write_image  # noqa: E402
 from esrgan.evaluation import bicubic_images, center_crop, score, super_resolve  # noqa: E402
 from esrgan.files import OutputError, check_output_dir  # noqa: E402
-from esrgan.train import TrainingDiverged, train_gan  # noqa: E402
+from esrgan.speed import set_deterministic  # noqa: E402
+from esrgan.train import TrainingDiverged, remove_checkpoints, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
 from experiments import build, presets  # noqa: E402
 from experiments.guards import RunError, cell_lock, check_disk, skip_if_completed  # noqa: E402
@@ -179,14 +180,13 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
         scored = ema1 if ema1 is not None else generator  # the moving average, when kept
         sr = {"psnr_model": {name: super_resolve(scored, pairs, device)
                              for name, pairs in sets.items()}}
-    if ema1 is not None:
-        generator.load_state_dict(ema1.state_dict())  # stage 2 starts from it, as BasicSR
 
-    # ---- stage 2: GAN, generator initialised from stage 1
+    # ---- stage 2: GAN, G from stage 1's raw weights and its average from stage 1's (BasicSR's
+    # ESRGAN recipe loads params into G and params_ema into the average)
     outcome2 = None
     if gan_stage:
         if cfg["fresh"] and main:
-            (out_dir / "checkpoint.pth").unlink(missing_ok=True)
+            remove_checkpoints(out_dir / "checkpoint.pth")
         distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
         discriminator = build.make_discriminator(cfg, seed=int(cfg["seed"]) + 1)
         outcome2 = train_gan(generator, discriminator, perceptual, batches(2),
@@ -194,7 +194,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
                              weights=build.gan_weights(cfg), lr_d=float(cfg["lr_d"]),
                              device=device, checkpoint=out_dir / "checkpoint.pth",
                              log=sink.log, validate=validation(2),
-                             progress=cfg["progress"] and main)
+                             progress=cfg["progress"] and main, ema_start=ema1)
     if not main:
         return {"rank": distributed.rank()}  # not observed; rank 0 reports the run
     if gan_stage:
@@ -321,6 +321,7 @@ def guarded(work: Callable[[Mapping[str, Any], Sink], dict[str, Any]], config: d
     # Denormal floats (weights and activations decaying towards 0) make CPU kernels 10-100x
     # slower; flushing them to zero only touches values below 1e-38.
     torch.set_flush_denormal(True)
+    set_deterministic(bool(cfg["deterministic"]))  # before the first CUDA operation
     torch.manual_seed(int(cfg["seed"]))
     tb = None
     try:

@@ -25,7 +25,7 @@ import torch
 
 from esrgan import distributed
 from esrgan.files import atomic_write
-from esrgan.train import set_aside, train_psnr
+from esrgan.train import remove_checkpoints, set_aside, train_psnr
 from esrgan.weights import (
     CheckpointError,
     load_checkpoint,
@@ -76,7 +76,7 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], An
             record["reused"] = True
             return generator.to(device), ema, record
         if cfg["fresh"] and main:
-            (folder / "checkpoint.pth").unlink(missing_ok=True)
+            remove_checkpoints(folder / "checkpoint.pth")
         distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
         outcome = train_psnr(generator, batches(1), build.stage_settings(cfg, 1), device=device,
                              checkpoint=folder / "checkpoint.pth", log=sink.log,

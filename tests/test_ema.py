@@ -37,25 +37,73 @@ def settings(steps: int, decay: float) -> StageSettings:
                          adam="foreach", ema_decay=decay)
 
 
-def test_ema_is_the_moving_average_of_the_weights() -> None:
+def basicsr_model_ema(ema: dict[str, torch.Tensor], net: torch.nn.Module, decay: float) -> None:
+    """BasicSR's ``SRModel.model_ema``, line for line (its parameters only)."""
+    net_params = dict(net.named_parameters())
+    for k, v in ema.items():
+        v.mul_(decay).add_(net_params[k].data, alpha=1 - decay)
+
+
+def test_ema_is_basicsr_moving_average_from_the_start_weights() -> None:
+    """BasicSR copies G into the average before training (model_ema(0)), then averages after
+    every step: the average of t steps is decay^t W_0 + sum_i (1 - decay) decay^(t-i) W_i."""
     torch.manual_seed(0)
     g = build_generator(nf=8, nb=1, gc=4)
+    w0 = {k: v.detach().clone() for k, v in g.named_parameters()}
+    reference = {k: v.clone() for k, v in w0.items()}  # model_ema(0): a copy of G
     after: list[dict] = []
 
     def log(name: str, value: float, step: int) -> None:
-        if name == "stage1_lr":  # once per step, after the update
-            after.append({k: v.clone() for k, v in g.state_dict().items()})
+        if name == "stage1_lr":  # once per step, after the update and this suite's average
+            basicsr_model_ema(reference, g, 0.5)
+            after.append({k: v.detach().clone() for k, v in g.named_parameters()})
 
     out = train_psnr(g, batches, settings(3, 0.5), log=log, progress=False)
     assert out.ema is not None and len(after) == 3
-    # first update copies, then ema = 0.5 ema + 0.5 w
-    expected = {k: 0.25 * after[0][k] + 0.25 * after[1][k] + 0.5 * after[2][k]
-                for k in after[0]}
-    ema = out.ema.state_dict()
+    ema = dict(out.ema.named_parameters())
+    assert all(torch.allclose(ema[k], reference[k], atol=1e-7) for k in reference)
+    expected = {k: 0.125 * w0[k] + 0.125 * after[0][k] + 0.25 * after[1][k] + 0.5 * after[2][k]
+                for k in w0}
     assert all(torch.allclose(ema[k], expected[k], atol=1e-7) for k in expected)
-    assert any(not torch.equal(ema[k], after[2][k]) for k in expected)  # not the raw weights
+    # the one-step-behind average (started at W_1) differs by decay^t (W_0 - W_1): visible here
+    behind = {k: 0.25 * after[0][k] + 0.25 * after[1][k] + 0.5 * after[2][k] for k in w0}
+    assert max((ema[k] - behind[k] - 0.125 * (w0[k] - after[0][k])).abs().max().item()
+               for k in w0) < 1e-7
+    assert max((ema[k] - behind[k]).abs().max().item() for k in w0) > 1e-5
     assert train_psnr(build_generator(nf=8, nb=1, gc=4), batches, settings(1, 0.0),
                       progress=False).ema is None  # off by default
+
+
+def test_stage2_average_carries_over_and_raw_g_trains_on() -> None:
+    """BasicSR's ESRGAN recipe: G loads stage 1's params, the average its params_ema."""
+    from esrgan.archs.discriminator import VGGStyleDiscriminator
+    from esrgan.archs.vgg import VGGFeatureExtractor
+    from esrgan.losses import PerceptualLoss
+    from esrgan.train import GanWeights, train_gan
+
+    torch.manual_seed(0)
+    g = build_generator(nf=8, nb=1, gc=4)
+    stage1 = train_psnr(g, batches, settings(6, 0.9), progress=False)
+    raw1 = {k: v.detach().clone() for k, v in g.named_parameters()}
+    avg1 = {k: v.detach().clone() for k, v in stage1.ema.named_parameters()}
+    assert max((raw1[k] - avg1[k]).abs().max().item() for k in raw1) > 3e-3  # far apart
+    torch.manual_seed(1)
+    d = VGGStyleDiscriminator(nf=8, patch_size=32)
+    percep = PerceptualLoss(VGGFeatureExtractor("conv2_2", weights="random"), normalize=True)
+    before: list[dict] = []  # G's weights when its first stage-2 step begins
+
+    def log(name: str, value: float, step: int) -> None:
+        if name == "stage2_lr":
+            before.append({k: v.detach().clone() for k, v in g.named_parameters()})
+
+    out = train_gan(g, d, percep, batches, settings(1, 0.9), gan_loss="ragan",
+                    weights=GanWeights(1.0, 5e-3, 1e-2), lr_d=1e-3, log=log, progress=False,
+                    ema_start=stage1.ema)
+    w1 = before[0]
+    ema = dict(out.ema.named_parameters())
+    assert all(torch.allclose(ema[k], 0.9 * avg1[k] + 0.1 * w1[k], atol=1e-7) for k in w1)
+    # the raw G went on from the raw stage-1 weights: one Adam step (lr 1e-3) away from them
+    assert max((w1[k] - raw1[k]).abs().max().item() for k in w1) < 1.01e-3
 
 
 def test_ema_resumes_bit_exactly(tmp_path: Path) -> None:
