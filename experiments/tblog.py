@@ -24,7 +24,10 @@ step on (the runs log at the same steps every time, so nothing is lost or shown 
 from __future__ import annotations
 
 import re
+import threading
+import warnings
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,33 +60,66 @@ def tag_of(name: str) -> tuple[str, str]:
     return group, f"{group}/{rest}" if rest else name
 
 
+@lru_cache(maxsize=1)
+def _quiet_writer_threads() -> None:
+    """Keep TensorBoard's writer thread from printing a traceback when its disk is full: the
+    error reaches the next write (or close), where :class:`TensorBoard` says it in one line."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.thread, _AsyncWriterThread) and args.exc_type is not None \
+                and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+
 class TensorBoard:
     """Writers of one run's folder, one per stage, opened at the first value logged there."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self._writers: dict[str, Any] = {}
+        self.failed: str | None = None  # why the live view stopped (a full disk, ...)
+
+    def _guard(self, write: Any) -> None:
+        """Run one write; a failure (a full disk) stops the live view with one warning: the
+        run store is the record, and the run goes on (or fails on its own checkpoints)."""
+        if self.failed is not None:
+            return
+        try:
+            write()
+        except OSError as exc:
+            self.failed = str(exc)
+            warnings.warn(f"TensorBoard files under {self.folder} could not be written "
+                          f"({exc}): the live view stops here; the run store keeps every value",
+                          stacklevel=3)
 
     def _writer(self, group: str, step: int) -> Any:
         if group not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
+            _quiet_writer_threads()
             self._writers[group] = SummaryWriter(str(self.folder / group), purge_step=step,
                                                  flush_secs=FLUSH_SECONDS)
         return self._writers[group]
 
     def scalar(self, name: str, value: float, step: int) -> None:
         group, tag = tag_of(name)
-        self._writer(group, step).add_scalar(tag, value, step)
+        self._guard(lambda: self._writer(group, step).add_scalar(tag, value, step))
 
     def image(self, name: str, image: np.ndarray, step: int) -> None:
         """An H x W x 3 image with values in [0, 1]."""
         group, tag = tag_of(name)
         pixels = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
-        self._writer(group, step).add_image(tag, pixels, step, dataformats="HWC")
+        self._guard(lambda: self._writer(group, step).add_image(tag, pixels, step,
+                                                               dataformats="HWC"))
 
     def close(self) -> None:
         """Flush and close every writer (the run's end, an error or Ctrl-C)."""
         writers, self._writers = self._writers, {}
         for writer in writers.values():
-            writer.close()
+            self._guard(writer.close)

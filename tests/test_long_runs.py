@@ -347,7 +347,7 @@ def test_new_keys_and_the_cell_identity() -> None:
     assert presets.validate(presets.resolve("tiny", {"best_metric2": "brightness_shift",
                                                      "keep_last": -2})) == [
         "keep_last must be >= 0, or -1 to keep every checkpoint, got -2",
-        "best_metric2 must be one of ['psnr', 'ssim', 'niqe', 'pi', 'lpips', "
+        "best_metric2 must be one of ['psnr', 'ssim', 'niqe', 'pi', 'lpips', 'dists', "
         "'brightness_error'] or '' (none), got 'brightness_shift'"]
     # the disk check counts the kept checkpoints
     assert build.disk_needed(presets.resolve("tiny", {"keep_last": 4})) > \
