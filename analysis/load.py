@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis.labels import metric_sort_key, set_sort_key, variant_label
 from esrgan.paper.claims import DEEP_STUDY, deep_label
-from esrgan.paper.switches import NAMES as SWITCHES
+from esrgan.paper.switches import SWITCHES
 from experiments.store import (
     FileStore,
     MongoStore,
@@ -62,16 +62,7 @@ CROP_COLUMNS: list[str] = ["run_id", "variant", "seed", "image", "tag", "path"]
 
 def switches_of(record: RunRecord) -> dict[str, Any]:
     """The six switches from the run's config (missing ones as None)."""
-    out: dict[str, Any] = {}
-    for name in SWITCHES:
-        value = record.config.get(name)
-        if value is None:
-            out[name] = None
-        elif name == "beta":
-            out[name] = float(value)
-        else:
-            out[name] = bool(value)
-    return out
+    return {name: switch.normalise(record.config.get(name)) for name, switch in SWITCHES.items()}
 
 
 def _network(meta: Mapping[str, Any]) -> str | None:

@@ -69,7 +69,7 @@ def main() -> int:
     torch.backends.cudnn.benchmark = True
     pairs = build.train_pairs(cfg, cache_dir=None)
     seed = int(cfg["seed"])
-    gan = dict(gan_loss=build.gan_loss_name(cfg), weights=build.gan_weights(cfg),
+    gan = dict(ragan=bool(cfg["ragan"]), weights=build.gan_weights(cfg),
                lr_d=float(cfg["lr_d"]))
     rows = []
     for label, fields in SETTINGS.items():
@@ -88,7 +88,7 @@ def main() -> int:
                                           device=device, log=clock, progress=False)
             else:
                 train = functools.partial(
-                    train_gan, generator, build.make_discriminator(cfg, seed=seed + 1),
+                    train_gan, generator, build.new_discriminator(cfg),
                     build.make_perceptual_loss(cfg), batches, settings, device=device,
                     log=clock, progress=False, **gan)
             run_until_budget(train)

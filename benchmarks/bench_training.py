@@ -286,7 +286,7 @@ def compare_fast_paths(cfg: Mapping[str, Any], pairs: list[ImagePair], generator
                                                    "compile": "default"}
     seed = int(cfg["seed"])
     perceptual = build.make_perceptual_loss(cfg)
-    gan = dict(gan_loss=build.gan_loss_name(cfg), weights=build.gan_weights(cfg),
+    gan = dict(ragan=bool(cfg["ragan"]), weights=build.gan_weights(cfg),
                lr_d=float(cfg["lr_d"]))
     results: dict[str, tuple[float, float, str]] = {}
     for label, fields in paths.items():
@@ -305,7 +305,7 @@ def compare_fast_paths(cfg: Mapping[str, Any], pairs: list[ImagePair], generator
         s2 = dataclasses.replace(bench_settings(cfg, 2, warm + 60), **stage2_fields)
         clock2 = StepClock("stage2_lr", warm, FAST_BUDGET2)
         run_until_budget(functools.partial(
-            train_gan, copy.deepcopy(generator), build.make_discriminator(cfg, seed=seed + 1),
+            train_gan, copy.deepcopy(generator), build.new_discriminator(cfg),
             perceptual, batch_source(cfg, pairs, s2, seed), s2, device=CPU, log=clock2,
             progress=False, **gan))
         results[label] = (statistics.median(clock1.step_times()),
@@ -361,11 +361,11 @@ def main() -> None:
     settings2 = bench_settings(cfg, 2, WARMUP2 + MAX2)
     seed = int(cfg["seed"])
     perceptual = build.make_perceptual_loss(cfg)
-    gan = dict(gan_loss=build.gan_loss_name(cfg), weights=build.gan_weights(cfg),
+    gan = dict(ragan=bool(cfg["ragan"]), weights=build.gan_weights(cfg),
                lr_d=float(cfg["lr_d"]))
     g_train, g_hooked = copy.deepcopy(generator), copy.deepcopy(generator)
-    d_train = build.make_discriminator(cfg, seed=seed + 1)
-    d_hooked = build.make_discriminator(cfg, seed=seed + 1)
+    d_train = build.new_discriminator(cfg)
+    d_hooked = build.new_discriminator(cfg)
     clock2 = StepClock("stage2_lr", WARMUP2, BUDGET2)
     batches2 = batch_source(cfg, pairs, settings2, seed)
     before = cpu_counters()

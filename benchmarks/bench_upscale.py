@@ -68,8 +68,7 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = _CACHE
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path(__file__).resolve().parents[1]  # esrgan is installed (pip install -e .)
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402

@@ -15,6 +15,8 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
+from esrgan import distributed
+
 PRECISIONS = ("fp32", "bf16")
 # Training adds float16 autocast (GPUs before Ampere have no bf16), which needs a gradient
 # scaler (:func:`grad_scaler`): the precisions of one network's forward pass ...
@@ -127,6 +129,16 @@ class Forward:
             out = self.module(*args)
             out = out.float()
         return out.clone() if self.clone else out
+
+
+def wrap(module: nn.Module, device: torch.device, precision: str, compile_mode: str, *,
+         parallel: bool = True) -> Forward:
+    """The forward a training step calls: ``module`` wrapped for data parallelism (with
+    ``parallel``; a no-op in one process), compiled per ``compile_mode``, under ``precision``
+    autocast on ``device``."""
+    if parallel:
+        module = distributed.data_parallel(module, device)
+    return Forward(compiled(module, compile_mode), device.type, precision, compile_mode)
 
 
 def mark_step_begin(compile_mode: str) -> None:

@@ -24,7 +24,7 @@ that resume point a stage keeps the last ``keep_last`` periodic checkpoints
 (``best_<metric>.pth``); ``esrgan.retest`` scores them afterwards.
 
 The speed switches (``StageSettings``: ``precision``, ``channels_last``, ``compile``, ``adam``)
-and data parallelism are applied where a network is wrapped (``esrgan.speed.Forward``), never
+and data parallelism are applied where a network is wrapped (``esrgan.speed.wrap``), never
 inside a step's equations; gradient accumulation and the fp16 gradient scaler where a loss
 becomes an update (:class:`Update`). Under ``torchrun`` (``esrgan.distributed``) the networks
 are wrapped in DistributedDataParallel, batch statistics are global, the logged losses are
@@ -52,17 +52,17 @@ from tqdm import tqdm
 
 from esrgan import distributed
 from esrgan.files import atomic_write
-from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
+from esrgan.losses.gan import ragan_d_loss, ragan_g_loss, standard_d_loss, standard_g_loss
 from esrgan.losses.perceptual import PerceptualLoss
 from esrgan.metrics import METRICS
 from esrgan.speed import (
     Forward,
     adam,
-    compiled,
     generator_precision,
     grad_scaler,
     loss_network_precision,
     mark_step_begin,
+    wrap,
 )
 from esrgan.weights import CheckpointError, load_checkpoint, save_checkpoint, save_generator
 
@@ -222,9 +222,10 @@ class GanNets:
 
 
 def gan_step(nets: GanNets, update_g: Update, update_d: Update, batch: MicroBatches,
-             gan_loss: str, weights: GanWeights) -> dict[str, Tensor]:
+             ragan: bool, weights: GanWeights) -> dict[str, Tensor]:
     """One stage-2 update: G once with D frozen, then D once on the detached G output (the
-    order of the paper's reference code)."""
+    order of the paper's reference code). ``ragan``: the relativistic average losses, eq. (1)
+    and (2); else the standard GAN's."""
     fakes: list[Tensor] = []  # G's outputs before its update, one per micro-batch, for D
 
     def generator_loss(lr_img: Tensor, hr_img: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -234,14 +235,20 @@ def gan_step(nets: GanNets, update_g: Update, update_d: Update, batch: MicroBatc
         l_percep = nets.percep(sr, hr_img)
         real_logits = nets.d_frozen(hr_img).detach()
         fake_logits = nets.d_frozen(sr)
-        l_adv = generator_adversarial_loss(real_logits, fake_logits, gan_loss)
+        if ragan:
+            l_adv = ragan_g_loss(real_logits, fake_logits)
+        else:
+            l_adv = standard_g_loss(real_logits, fake_logits)
         l_g = weights.percep * l_percep + weights.lambda_adv * l_adv + weights.eta_l1 * l_pix
         return l_g, {"l_g": l_g, "l_pix": l_pix, "l_percep": l_percep, "l_adv": l_adv}
 
     def d_loss(hr_img: Tensor, sr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         real_logits = nets.d(hr_img)
         fake_logits = nets.d(sr)
-        l_d = discriminator_loss(real_logits, fake_logits, gan_loss)
+        if ragan:
+            l_d = ragan_d_loss(real_logits, fake_logits)
+        else:
+            l_d = standard_d_loss(real_logits, fake_logits)
         return l_d, {"l_d": l_d, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
 
     # --- generator step: D frozen, its real logits are constants
@@ -627,8 +634,7 @@ def train_psnr(
              **({"generator_ema": ema} if ema is not None else {})}
     start, best = _resume(checkpoint, parts)
     # after the resume: DDP broadcasts rank 0's parameters when it wraps the module
-    g = Forward(compiled(distributed.data_parallel(generator, device), settings.compile),
-                device.type, precision_g, settings.compile)
+    g = wrap(generator, device, precision_g, settings.compile)
     update_g = Update(opt, scaler)
     stage = Stage(1, "stage 1 (L1)", lambda batch: psnr_step(g, update_g, batch), parts,
                   [sched], ("lr",), generator, ema=ema)
@@ -654,7 +660,7 @@ def train_gan(
     batches: Batches,
     settings: StageSettings,
     *,
-    gan_loss: str,
+    ragan: bool,
     weights: GanWeights,
     lr_d: float,
     device: torch.device | str = "cpu",
@@ -664,7 +670,7 @@ def train_gan(
     progress: bool = True,
     ema_start: nn.Module | None = None,
 ) -> StageOutcome:
-    """Stage 2: G from stage 1 trained with eq. (3), D with the ``gan_loss`` ('ragan' | 'standard').
+    """Stage 2: G from stage 1 trained with eq. (3), D with RaGAN (``ragan``) or the standard GAN.
 
     Adam for both (D with learning rate ``lr_d``), with the same multi-step decay. With
     ``ema_decay`` the moving average continues from ``ema_start`` (stage 1's average, as
@@ -692,18 +698,16 @@ def train_gan(
              **({"generator_ema": ema} if ema is not None else {})}
     start, best = _resume(checkpoint, parts)
     # G and D's own update go through DDP; G's update calls D directly (frozen there).
-    mode, kind = settings.compile, device.type
+    mode = settings.compile
     nets = GanNets(
-        g=Forward(compiled(distributed.data_parallel(generator, device), mode), kind,
-                  precision_g, mode),
-        d=Forward(compiled(distributed.data_parallel(discriminator, device), mode), kind,
-                  precision_loss, mode),
-        d_frozen=Forward(compiled(discriminator, mode), kind, precision_loss, mode),
-        percep=Forward(compiled(perceptual, mode), kind, precision_loss, mode),
+        g=wrap(generator, device, precision_g, mode),
+        d=wrap(discriminator, device, precision_loss, mode),
+        d_frozen=wrap(discriminator, device, precision_loss, mode, parallel=False),
+        percep=wrap(perceptual, device, precision_loss, mode, parallel=False),
         discriminator=discriminator)
     update_g, update_d = Update(opt_g, scaler_g), Update(opt_d, scaler_d)
-    stage = Stage(2, f"stage 2 ({gan_loss})",
-                  lambda batch: gan_step(nets, update_g, update_d, batch, gan_loss, weights),
+    stage = Stage(2, f"stage 2 ({'ragan' if ragan else 'standard'})",
+                  lambda batch: gan_step(nets, update_g, update_d, batch, ragan, weights),
                   parts, [sched_g, sched_d], ("lr", "d_lr"), generator, shown=("l_g", "l_d"),
                   ema=ema)
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,

@@ -11,16 +11,14 @@ mapped once:
     ragan           -> train_gan(gan_loss='ragan' | 'standard')
     vgg_before_act  -> VGGFeatureExtractor(before_activation=...)
 
-It also names a run: ``stage1_key`` (the settings that decide the stage-1 model) and
-``cell_key`` (every setting that changes what is computed). Nothing here imports Sacred:
-every function takes the plain config dict.
+A run's identity (``stage1_key``, ``cell_key``) is ``experiments.identity``. Nothing here
+imports Sacred: every function takes the plain config dict.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,33 +41,9 @@ from esrgan.data import (
 )
 from esrgan.losses import PerceptualLoss
 from esrgan.losses.perceptual import active_fraction
+from esrgan.paper.switches import SMALL_INIT_SCALE
 from esrgan.train import GanWeights, StageSettings
 from experiments.presets import EMBEDDED_TEST
-
-SMALL_INIT_SCALE = 0.1  # the paper's small init: MSRA init scaled by 0.1 (section 3.1)
-
-# Config keys that decide the stage-1 (PSNR) model; runs that agree on all of them share it.
-STAGE1_KEYS = (
-    "rrdb", "bn", "beta", "small_init", "nf", "nb", "nb_resblock", "gc", "scale",
-    "steps1", "lr1", "lr_decay_at1", "lr_gamma", "adam_betas", "batch", "patch",
-    "train_hr", "train_lr", "stage1_seed", "precision1", "channels_last", "ema_decay",
-)
-# Keys that never change what is computed (where, how fast, how often it is shown).
-NON_SEMANTIC_KEYS = (
-    "device", "num_workers", "resume", "fresh", "work_dir", "progress", "log_every",
-    "val_every1", "val_every2", "ckpt_every", "test_sets", "val_crops", "interp_alphas",
-    "bp_iterations",
-    "compile", "adam",  # same maths, other kernels (float rounding aside)
-    "study",  # a label for the analysis
-    "tb_dir",  # where the live TensorBoard view is written
-    # which checkpoints are kept; deterministic kernels (the same maths, reproducible)
-    "keep_last", "best_metric1", "best_metric2", "deterministic",
-)
-# Keys added after cells were stored, at the value that computes what those cells computed:
-# left out of the cell key there, so that a stored cell keeps its key. ``accum`` is not a
-# stage-1 key (the same update, float rounding aside) but changes stage 2 (D's BatchNorm and
-# RaGAN's means over micro-batches).
-ADDED_KEYS: dict[str, Any] = {"accum": 1}
 
 
 def generator_arch(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,12 +62,12 @@ def generator_arch(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def device(cfg: Mapping[str, Any]) -> torch.device:
-    """The configured device ('auto': CUDA when there is one); under torchrun this process's
-    GPU, and the job is joined."""
+    """The configured device ('auto': CUDA when there is one). Under torchrun the caller
+    joins the job with ``distributed.init(device)``, which picks this process's GPU."""
     name = str(cfg["device"])
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return distributed.init(torch.device(name))
+    return torch.device(name)
 
 
 def make_generator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
@@ -102,9 +76,19 @@ def make_generator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
     return build_generator(**generator_arch(cfg))
 
 
+def discriminator_seed(cfg: Mapping[str, Any]) -> int:
+    """D's init seed: the run's seed + 1, so that G's and D's inits never share a stream."""
+    return int(cfg["seed"]) + 1
+
+
 def make_discriminator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     return VGGStyleDiscriminator(in_ch=3, nf=int(cfg["d_nf"]), patch_size=int(cfg["patch"]))
+
+
+def new_discriminator(cfg: Mapping[str, Any]) -> torch.nn.Module:
+    """The run's D, freshly initialised from its seed (:func:`discriminator_seed`)."""
+    return make_discriminator(cfg, discriminator_seed(cfg))
 
 
 def make_feature_extractor(cfg: Mapping[str, Any]) -> VGGFeatureExtractor:
@@ -142,34 +126,36 @@ def gan_weights(cfg: Mapping[str, Any]) -> GanWeights:
 
 
 def stage_settings(cfg: Mapping[str, Any], stage: int) -> StageSettings:
-    steps = int(cfg[f"steps{stage}"])
+    """The optimisation settings of stage 1 (L1) or stage 2 (GAN), every key spelled out."""
+    if stage == 1:
+        own = {"steps": cfg["steps1"], "lr": cfg["lr1"], "lr_decay_at": cfg["lr_decay_at1"],
+               "val_every": cfg["val_every1"], "precision": cfg["precision1"],
+               "best_metric": cfg["best_metric1"]}
+    else:
+        own = {"steps": cfg["steps2"], "lr": cfg["lr2"], "lr_decay_at": cfg["lr_decay_at2"],
+               "val_every": cfg["val_every2"], "precision": cfg["precision2"],
+               "best_metric": cfg["best_metric2"]}
     return StageSettings(
-        steps=steps,
-        lr=float(cfg[f"lr{stage}"]),
+        steps=int(own["steps"]),
+        lr=float(own["lr"]),
         batch_size=int(cfg["batch"]),
-        lr_decay_at=tuple(float(f) for f in cfg[f"lr_decay_at{stage}"]),
+        lr_decay_at=tuple(float(f) for f in own["lr_decay_at"]),
         lr_gamma=float(cfg["lr_gamma"]),
         adam_betas=(float(cfg["adam_betas"][0]), float(cfg["adam_betas"][1])),
         ckpt_every=int(cfg["ckpt_every"]),
-        val_every=int(cfg[f"val_every{stage}"]),
+        val_every=int(own["val_every"]),
         log_every=max(1, int(cfg["log_every"])),
         num_workers=int(cfg["num_workers"]),
-        precision=str(cfg[f"precision{stage}"]),
+        precision=str(own["precision"]),
         channels_last=bool(cfg["channels_last"]),
         compile=str(cfg["compile"]),
         adam=str(cfg["adam"]),
         ema_decay=float(cfg["ema_decay"]),
         accum=int(cfg["accum"]),
         keep_last=int(cfg["keep_last"]),
-        best_metric=best_metric(cfg, stage),
+        # kept by a metric only when the validation computes it
+        best_metric=own["best_metric"] if own["best_metric"] in cfg["val_metrics"] else "",
     )
-
-
-def best_metric(cfg: Mapping[str, Any], stage: int) -> str:
-    """The metric a stage keeps its best generator by: ``best_metric<stage>`` when the
-    validation computes it (it is among ``val_metrics``), else '' (no best file)."""
-    metric = str(cfg[f"best_metric{stage}"])
-    return metric if metric in cfg["val_metrics"] else ""
 
 
 def train_pairs(cfg: Mapping[str, Any], cache_dir: Path | None) -> list[ImagePair]:
@@ -245,17 +231,64 @@ def disk_needed(cfg: Mapping[str, Any]) -> int:
     return (2 + kept) * checkpoint + generators + best + 20_000_000
 
 
-def _digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+# ------------------------------------------------------------------------------------------
+# one cell, built once
 
 
-def stage1_key(cfg: Mapping[str, Any]) -> str:
-    """Hash of exactly the settings that decide the stage-1 model."""
-    return _digest({k: cfg.get(k) for k in STAGE1_KEYS})
+@dataclass
+class CellParts:
+    """Everything one cell needs, built from its config in one place (:func:`cell_parts`).
+
+    ``run_cell`` reads: build these, stage 1, stage 2, score, record. Building loads the
+    data and the perceptual network, so that bad input fails here, before any training.
+    """
+
+    stage1: StageSettings  # the L1 stage
+    stage2: StageSettings  # the GAN stage (``steps`` 0: a stage-1 cell)
+    perceptual: PerceptualLoss | None  # None for a stage-1 cell
+    gan: GanWeights  # eq. (3)'s weights
+    ragan: bool  # RaGAN's losses, else the standard GAN's
+    lr_d: float
+    train: list[ImagePair]
+    val: list[ImagePair]
+    tests: dict[str, list[ImagePair]]  # by set name
+    metrics: list[str]  # scored at each validation and at the end
+    scale: int
+    new_generator: Callable[[int], torch.nn.Module]  # a fresh G from an init seed
+    new_discriminator: Callable[[], torch.nn.Module]  # a fresh D from its seed
+    patches: Callable[[int], PatchDataset]  # stage (1 or 2) -> its training crops
+
+    @property
+    def gan_stage(self) -> bool:
+        return self.stage2.steps > 0
+
+    def batches(self, stage: int, device: torch.device) -> Callable[[int], Any]:
+        """``batches(start_step)`` of a stage: its loader from ``start_step`` on."""
+        settings = self.stage1 if stage == 1 else self.stage2
+        data = self.patches(stage)
+        return lambda start: loader(data, settings, start, device)
 
 
-def cell_key(cfg: Mapping[str, Any]) -> str:
-    """Hash of every setting that changes what a run computes (its identity in the matrix)."""
-    return _digest({k: v for k, v in sorted(cfg.items()) if k not in NON_SEMANTIC_KEYS
-                    and not (k in ADDED_KEYS and v == ADDED_KEYS[k])})
+def cell_parts(cfg: Mapping[str, Any]) -> CellParts:
+    """Build every part of a cell from its config (see :class:`CellParts`)."""
+    scale = int(cfg["scale"])
+    cache = Path(cfg["work_dir"]) / "lr_cache"
+    stage1, stage2 = stage_settings(cfg, 1), stage_settings(cfg, 2)
+    perceptual = make_perceptual_loss(cfg) if stage2.steps > 0 else None
+    train = train_pairs(cfg, cache_dir=cache)
+    seeds = {1: int(cfg["stage1_seed"]), 2: int(cfg["seed"])}  # the data order of each stage
+
+    def patches(stage: int) -> PatchDataset:
+        settings = stage1 if stage == 1 else stage2
+        return patch_dataset(cfg, train, seed=seeds[stage],
+                             length=settings.steps * settings.batch_size)
+
+    return CellParts(
+        stage1=stage1, stage2=stage2, perceptual=perceptual, gan=gan_weights(cfg),
+        ragan=bool(cfg["ragan"]), lr_d=float(cfg["lr_d"]), train=train,
+        val=val_pairs(cfg, cache_dir=cache),
+        tests={test_set_name(f): load_test_set(f, scale, cache) for f in cfg["test_sets"]},
+        metrics=list(cfg["val_metrics"]), scale=scale,
+        new_generator=lambda seed: make_generator(cfg, seed),
+        new_discriminator=lambda: new_discriminator(cfg),
+        patches=patches)

@@ -23,7 +23,7 @@ from sacred.utils import SacredError
 
 from esrgan import distributed
 from esrgan.files import OutputError, check_output_dir
-from experiments import build
+from experiments import build, identity
 from experiments.store import completed
 from experiments.store.mongo import MongoUnavailable
 from experiments.store.targets import StoreTargets
@@ -49,7 +49,7 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -
     """
     if cfg.get("fresh"):
         return
-    key = build.cell_key(cfg)
+    key = identity.cell_key(cfg)
     rank0 = distributed.launch_rank() == 0  # torchrun workers only read the store
     try:
         done = completed(stores.runs, stores.mongo_target, sync=rank0)
@@ -64,7 +64,7 @@ def skip_if_completed(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -
 def own_files_bytes(cfg: Mapping[str, Any]) -> int:
     """Bytes of this run's own files already in the work folder (a resumed run replaces them)."""
     work = Path(cfg["work_dir"])
-    folders = (work / "stage1" / build.stage1_key(cfg), work / "stage2" / build.cell_key(cfg))
+    folders = (work / "stage1" / identity.stage1_key(cfg), work / "stage2" / identity.cell_key(cfg))
     return sum(f.stat().st_size for folder in folders if folder.is_dir()
                for f in folder.rglob("*") if f.is_file())
 
@@ -129,7 +129,7 @@ def cell_lock(cfg: Mapping[str, Any], kind: str, stores: StoreTargets) -> Iterat
     A second process with the same command waits for the first, then finds the cell
     COMPLETED in the store and exits (a retried job array, two identical commands).
     """
-    key = build.cell_key(cfg)
+    key = identity.cell_key(cfg)
     path = Path(cfg["work_dir"]) / "locks" / f"{kind}-{key}.lock"
 
     def say_who(handle: IO[str]) -> None:

@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from esrgan.paper.claims import DEEP_STUDY, DEEP_VARIANTS, deep_label
 from esrgan.paper.switches import ESRGAN, NAMES, PAPER_PATH, SRGAN, matches, variant_label
-from experiments import build, presets
+from experiments import build, identity, presets
 from experiments.guards import ALREADY_COMPLETED, BEING_RUN_BY
 from experiments.store import completed
 from experiments.store.mongo import MongoUnavailable, ping, redact
@@ -176,7 +176,7 @@ class Cell:
     @property
     def key(self) -> str:
         """The cell key run.py will record."""
-        return build.cell_key(self.config)
+        return identity.cell_key(self.config)
 
     def argv(self) -> list[str]:
         cmd = [sys.executable, str(RUN_PY)]
@@ -208,7 +208,7 @@ def make_cells(design: str, preset: str, seeds: Iterable[int],
              for spec in specs for seed in seeds]
     first, reusing, owners = [], [], set()
     for cell in cells:
-        key = build.stage1_key(cell.config)
+        key = identity.stage1_key(cell.config)
         (reusing if key in owners else first).append(cell)
         owners.add(key)
     return first + reusing
@@ -291,7 +291,7 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
     owners: set[str] = set()
     costs: dict[int, float] = {}  # by id(cell): a Cell holds dicts and is not hashable
     for cell in cells:
-        key = build.stage1_key(cell.config)
+        key = identity.stage1_key(cell.config)
         costs[id(cell)] = expected_cost(cell, key not in owners)
         owners.add(key)
     bar = tqdm(total=sum(costs.values()), desc=f"{desc} 0/{len(cells)} runs",

@@ -28,6 +28,7 @@ global batch. Only rank 0 attaches observers, writes checkpoints and evaluates.
 from __future__ import annotations
 
 import csv
+import io
 import signal
 import subprocess
 import sys
@@ -53,11 +54,11 @@ from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import write_image  # noqa: E402
 from esrgan.evaluation import bicubic_images, center_crop, score, super_resolve  # noqa: E402
-from esrgan.files import OutputError, check_output_dir  # noqa: E402
+from esrgan.files import OutputError, atomic_write, check_output_dir  # noqa: E402
 from esrgan.speed import set_deterministic  # noqa: E402
 from esrgan.train import TrainingDiverged, remove_checkpoints, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
-from experiments import build, presets  # noqa: E402
+from experiments import build, identity, presets  # noqa: E402
 from experiments.guards import RunError, cell_lock, check_disk, skip_if_completed  # noqa: E402
 from experiments.stage1 import stage1_model  # noqa: E402
 from experiments.store import targets as store_targets  # noqa: E402
@@ -106,7 +107,7 @@ def git_revision() -> str | None:
 def run_meta(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """What every run records in ``info['esrgan']``, whatever its kind (cell, interpolation)."""
     return {"kind": kind, "preset": cfg["preset"], "git": git_revision(),
-            "stage1_key": build.stage1_key(cfg), "cell_key": build.cell_key(cfg),
+            "stage1_key": identity.stage1_key(cfg), "cell_key": identity.cell_key(cfg),
             "substitutes": presets.substitutes(cfg)}
 
 
@@ -120,10 +121,10 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     ``steps2=0`` is a stage-1 cell: only the PSNR-oriented model is trained and evaluated.
     """
     t_start = time.perf_counter()
-    device = build.device(cfg)
+    device = distributed.init(build.device(cfg))  # under torchrun: join the job
     work = Path(cfg["work_dir"])
-    scale = int(cfg["scale"])
-    gan_stage = int(cfg["steps2"]) > 0
+    parts = build.cell_parts(cfg)  # bad input fails here, before any training
+    scale, val, metric_names = parts.scale, parts.val, parts.metrics
     info = sink.run.info
     info["esrgan"] = meta = {
         **run_meta(cfg, "cell"), "device": str(device), "study": cfg["study"],
@@ -131,17 +132,9 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
         "train_data": cfg["train_hr"] or "embedded (photos shipped with the installed packages)",
         "val_data": cfg["val_hr"] or "embedded (photos shipped with the installed packages)",
     }
-
-    # Everything that can fail on bad input fails here, before any training.
-    perceptual = build.make_perceptual_loss(cfg) if gan_stage else None
-    if perceptual is not None:
-        meta["vgg"] = perceptual.extractor.description
-        meta.update(build.vgg_premise(cfg, perceptual.extractor))
-    train = build.train_pairs(cfg, cache_dir=work / "lr_cache")
-    val = build.val_pairs(cfg, cache_dir=work / "lr_cache")
-    tests = {build.test_set_name(folder): build.load_test_set(folder, scale, work / "lr_cache")
-             for folder in cfg["test_sets"]}
-    metric_names = list(cfg["val_metrics"])
+    if parts.perceptual is not None:
+        meta["vgg"] = parts.perceptual.extractor.description
+        meta.update(build.vgg_premise(cfg, parts.perceptual.extractor))
 
     crop = int(cfg["val_crops"])
     shown: set[tuple[int, str]] = set()  # HR crops already in the live view
@@ -159,20 +152,13 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
             return score(images, val, metric_names, scale)
         return validate
 
-    def batches(stage: int) -> Callable[[int], Any]:
-        settings = build.stage_settings(cfg, stage)
-        seed = int(cfg["stage1_seed"] if stage == 1 else cfg["seed"])
-        data = build.patch_dataset(cfg, train, seed=seed,
-                                   length=settings.steps * settings.batch_size)
-        return lambda start: build.loader(data, settings, start, device)
-
     # ---- stage 1: PSNR-oriented (shared between runs with the same generator settings)
-    generator, ema1, record1 = stage1_model(cfg, work, batches, validation(1), device, sink)
+    generator, ema1, record1 = stage1_model(cfg, parts, validation(1), device, sink)
     meta["stage1_reused"] = record1["reused"]
     main = distributed.is_main()  # the other torchrun ranks only train
-    out_dir = work / "stage2" / build.cell_key(cfg)
+    out_dir = work / "stage2" / identity.cell_key(cfg)
     psnr_path = out_dir / "G_psnr.pth"
-    sets = {"val": val, **tests}
+    sets = {"val": val, **parts.tests}
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_generator(psnr_path, generator, ema=ema1)
@@ -184,20 +170,19 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     # ---- stage 2: GAN, G from stage 1's raw weights and its average from stage 1's (BasicSR's
     # ESRGAN recipe loads params into G and params_ema into the average)
     outcome2 = None
-    if gan_stage:
+    if parts.gan_stage:
         if cfg["fresh"] and main:
             remove_checkpoints(out_dir / "checkpoint.pth")
         distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
-        discriminator = build.make_discriminator(cfg, seed=int(cfg["seed"]) + 1)
-        outcome2 = train_gan(generator, discriminator, perceptual, batches(2),
-                             build.stage_settings(cfg, 2), gan_loss=build.gan_loss_name(cfg),
-                             weights=build.gan_weights(cfg), lr_d=float(cfg["lr_d"]),
-                             device=device, checkpoint=out_dir / "checkpoint.pth",
-                             log=sink.log, validate=validation(2),
-                             progress=cfg["progress"] and main, ema_start=ema1)
+        outcome2 = train_gan(generator, parts.new_discriminator(), parts.perceptual,
+                             parts.batches(2, device), parts.stage2, ragan=parts.ragan,
+                             weights=parts.gan, lr_d=parts.lr_d, device=device,
+                             checkpoint=out_dir / "checkpoint.pth", log=sink.log,
+                             validate=validation(2), progress=cfg["progress"] and main,
+                             ema_start=ema1)
     if not main:
         return {"rank": distributed.rank()}  # not observed; rank 0 reports the run
-    if gan_stage:
+    if parts.gan_stage:
         gan_path = out_dir / "G_gan.pth"
         save_generator(gan_path, generator, ema=outcome2.ema)
         sink.artifact(gan_path)
@@ -217,16 +202,17 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
             result[model][set_name] = means
             rows.append({"set": set_name, "model": model, **means})
     table = out_dir / "metrics.csv"
-    with open(table, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(table, text.getvalue().encode(), what="the metrics table")
     sink.artifact(table)
 
     # a few small crops of the validation images, the same window for every run
     if crop:
         tags = {"psnr": sr["psnr_model"]["val"], **({"gan": sr["gan_model"]["val"]}
-                                                     if gan_stage else {})}
+                                                     if parts.gan_stage else {})}
         for i, pair in enumerate(val):
             for tag, img in (("hr", pair.hr), *((t, imgs[i]) for t, imgs in tags.items())):
                 path = out_dir / f"crop_{pair.name}_{tag}.png"
@@ -255,7 +241,7 @@ def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     every test set (``result['sets'][name]``). Plus back projection (``bp_iterations``)
     applied to the GAN model's output on the validation set.
     """
-    device = build.device(cfg)
+    device = distributed.init(build.device(cfg))  # under torchrun: join the job
     if not distributed.is_main():
         return {"rank": distributed.rank()}  # evaluation only: nothing to share out
     scale = int(cfg["scale"])

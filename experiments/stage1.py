@@ -1,5 +1,5 @@
 """The stage-1 cache: one PSNR-oriented model per stage-1 key, shared by every run that agrees
-on the generator switches and the stage-1 settings (``build.STAGE1_KEYS``).
+on the generator switches and the stage-1 settings (``identity.STAGE1_KEYS``).
 
     <work_dir>/stage1/<key>/record.json      its validation, steps, seconds and training curves
     <work_dir>/stage1/<key>/generator.pth    the trained model (written last: it marks "done")
@@ -32,7 +32,8 @@ from esrgan.weights import (
     load_generator_state,
     save_generator,
 )
-from experiments import build
+from experiments import identity
+from experiments.build import CellParts
 from experiments.guards import file_lock
 
 
@@ -44,23 +45,24 @@ class Sink(Protocol):
     def log(self, name: str, value: float, step: int) -> None: ...
 
 
-def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], Any],
+def stage1_model(cfg: Mapping[str, Any], parts: CellParts,
                  validate: Callable[[torch.nn.Module, int], dict[str, float]],
                  device: torch.device, sink: Sink
                  ) -> tuple[torch.nn.Module, torch.nn.Module | None, dict[str, Any]]:
     """The PSNR-oriented generator: trained here, or reused from the cache.
 
-    ``batches(stage)`` gives the stage's ``batches(start_step)``; ``validate`` scores a
-    generator on the validation set. A reused model's curves are logged again, as if trained
-    here. Returns the generator (raw weights, on ``device``), its moving average (with
-    ``ema_decay``, else None) and its record (``reused`` says which).
+    ``parts`` are the cell's (its stage-1 settings, data and generator factory);
+    ``validate`` scores a generator on the validation set. A reused model's curves are logged
+    again, as if trained here. Returns the generator (raw weights, on ``device``), its moving
+    average (with ``ema_decay``, else None) and its record (``reused`` says which).
     """
-    key = build.stage1_key(cfg)
+    work = Path(cfg["work_dir"])
+    key = identity.stage1_key(cfg)
     folder = work / "stage1" / key
     done = folder / "generator.pth"
     main = distributed.is_main()
     with file_lock(work / "stage1" / f"{key}.lock") if main else nullcontext():
-        generator = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
+        generator = parts.new_generator(int(cfg["stage1_seed"]))
         cached = _cached(folder) if main and not cfg["fresh"] else None
         if distributed.from_main(cached is not None):
             state, ema_state, record = cached if main else (
@@ -68,7 +70,7 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], An
             generator.load_state_dict(state)
             ema = None
             if ema_state is not None:
-                ema = build.make_generator(cfg, seed=int(cfg["stage1_seed"]))
+                ema = parts.new_generator(int(cfg["stage1_seed"]))
                 ema.load_state_dict(ema_state)
                 ema.to(device)
             for name, value, step in record.get("scalars", []):
@@ -78,7 +80,7 @@ def stage1_model(cfg: Mapping[str, Any], work: Path, batches: Callable[[int], An
         if cfg["fresh"] and main:
             remove_checkpoints(folder / "checkpoint.pth")
         distributed.barrier()  # nobody reads the checkpoint before rank 0 removed it
-        outcome = train_psnr(generator, batches(1), build.stage_settings(cfg, 1), device=device,
+        outcome = train_psnr(generator, parts.batches(1, device), parts.stage1, device=device,
                              checkpoint=folder / "checkpoint.pth", log=sink.log,
                              validate=validate, progress=cfg["progress"] and main)
         record = {"key": key, "val": outcome.metrics, "seconds": outcome.seconds,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from esrgan.paper.switches import NAMES, variant_label
-from experiments import build
+from experiments import identity
 
 FLUSH_SECONDS = 30  # how stale the live view may be (a killed run loses at most this)
 SEED_KEYS = ("seed", "stage1_seed")
@@ -47,7 +47,7 @@ def run_folder(cfg: Mapping[str, Any]) -> Path | None:
         return None
     label = variant_label({k: cfg[k] for k in NAMES})
     name = re.sub(r"[^\w.=+-]+", "_", label.replace("/", "-"))
-    key = build.cell_key({k: v for k, v in cfg.items() if k not in SEED_KEYS})[:8]
+    key = identity.cell_key({k: v for k, v in cfg.items() if k not in SEED_KEYS})[:8]
     seed = f"seed{cfg['seed']}"
     if cfg["stage1_seed"] != cfg["seed"]:
         seed += f"-stage1seed{cfg['stage1_seed']}"

@@ -11,7 +11,7 @@ from torch import nn
 from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
 from esrgan.paper.switches import GENERATOR_SWITCHES as G_SWITCHES
 from esrgan.paper.switches import SRGAN as SWITCHES
-from experiments import build, presets
+from experiments import build, identity, presets
 
 
 def config(**overrides) -> dict:
@@ -39,8 +39,8 @@ def test_each_switch_changes_only_its_part(switch: str) -> None:
     vgg_a, vgg_b = build.make_feature_extractor(base), build.make_feature_extractor(flipped)
     assert (vgg_a.description != vgg_b.description) == (switch == "vgg_before_act")
     # stage 1 is shared exactly when the switch is not a generator switch
-    assert (build.stage1_key(base) != build.stage1_key(flipped)) == (switch in G_SWITCHES)
-    assert build.cell_key(base) != build.cell_key(flipped)
+    assert (identity.stage1_key(base) != identity.stage1_key(flipped)) == (switch in G_SWITCHES)
+    assert identity.cell_key(base) != identity.cell_key(flipped)
 
 
 def _modules(model: nn.Module, kind: type) -> int:

@@ -96,7 +96,7 @@ def test_stage2_average_carries_over_and_raw_g_trains_on() -> None:
         if name == "stage2_lr":
             before.append({k: v.detach().clone() for k, v in g.named_parameters()})
 
-    out = train_gan(g, d, percep, batches, settings(1, 0.9), gan_loss="ragan",
+    out = train_gan(g, d, percep, batches, settings(1, 0.9), ragan=True,
                     weights=GanWeights(1.0, 5e-3, 1e-2), lr_d=1e-3, log=log, progress=False,
                     ema_start=stage1.ema)
     w1 = before[0]

@@ -22,7 +22,7 @@ from esrgan.benchmark import BenchmarkSet, run_benchmark
 from esrgan.losses import PerceptualLoss
 from esrgan.train import GanWeights, StageSettings, remove_checkpoints, train_gan, train_psnr
 from esrgan.weights import load_checkpoint, load_generator, load_generator_state
-from experiments import build, presets
+from experiments import build, identity, presets
 
 
 def batches(start: int, size: int = 4):
@@ -238,7 +238,7 @@ def test_accumulation_with_batchnorm_is_refused_in_stage1_and_stated_in_stage2()
     logged: list[float] = []
     out = train_gan(g, d, percep, batches, settings(steps=2, ckpt_every=0, val_every=0,
                                                     accum=2),
-                    gan_loss="ragan", weights=GanWeights(1.0, 5e-3, 1e-2), lr_d=1e-3,
+                    ragan=True, weights=GanWeights(1.0, 5e-3, 1e-2), lr_d=1e-3,
                     log=lambda n, v, s: logged.append(v), progress=False)
     assert out.steps == 2 and logged and all(np.isfinite(logged))
     line = [s for s in presets.substitutes(presets.resolve("tiny", {"accum": 2}))
@@ -265,7 +265,7 @@ def test_fp16_trains_both_stages_on_cpu_and_resumes_bit_exactly(tmp_path: Path) 
                                 normalize=True)
         train_gan(g, d, percep, batches,
                   dataclasses.replace(fp16, steps=steps, precision="fp16-losses"),
-                  gan_loss="ragan", weights=GanWeights(1.0, 5e-3, 1e-2), lr_d=1e-3,
+                  ragan=True, weights=GanWeights(1.0, 5e-3, 1e-2), lr_d=1e-3,
                   checkpoint=folder / "s2.pth", progress=False,
                   log=lambda n, v, s: logged.append((n, v)))
 
@@ -328,17 +328,17 @@ def test_new_keys_and_the_cell_identity() -> None:
     for change in ({"keep_last": 3}, {"best_metric2": "psnr"}, {"deterministic": True},
                    {"accum": 1}):
         cfg = presets.resolve("tiny", change)
-        assert build.cell_key(cfg) == build.cell_key(base), change
+        assert identity.cell_key(cfg) == identity.cell_key(base), change
     old = {k: v for k, v in base.items() if k not in ("accum", "keep_last", "best_metric1",
                                                        "best_metric2", "deterministic")}
-    assert build.cell_key(old) == build.cell_key(base)  # a stored cell keeps its key
+    assert identity.cell_key(old) == identity.cell_key(base)  # a stored cell keeps its key
     # accumulation: the same stage-1 model (same update), another stage 2
     acc = presets.resolve("tiny", {"accum": 2})
-    assert build.stage1_key(acc) == build.stage1_key(base)
-    assert build.cell_key(acc) != build.cell_key(base)
+    assert identity.stage1_key(acc) == identity.stage1_key(base)
+    assert identity.cell_key(acc) != identity.cell_key(base)
     # fp16 is another arithmetic: another model
     fp16 = presets.resolve("tiny", {"precision1": "fp16"})
-    assert build.stage1_key(fp16) != build.stage1_key(base)
+    assert identity.stage1_key(fp16) != identity.stage1_key(base)
     assert presets.validate(presets.resolve("tiny", {"precision2": "fp16-losses"})) == []
     # the best metric of a stage is used only when the validation computes it
     assert build.stage_settings(base, 2).best_metric == "niqe"

@@ -14,7 +14,7 @@ from esrgan.paper.switches import (
     SWITCH_TABLE,
     variant_label,
 )
-from experiments import build, matrix, presets
+from experiments import identity, matrix, presets
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -37,8 +37,8 @@ def test_each_switch_reaches_its_stage() -> None:
     base = presets.resolve("tiny")
     for s in SWITCH_TABLE:
         flipped = presets.resolve("tiny", {s.name: s.baseline})
-        assert (build.stage1_key(base) != build.stage1_key(flipped)) == (s.stage == 1), s.name
-        assert build.cell_key(base) != build.cell_key(flipped)
+        assert (identity.stage1_key(base) != identity.stage1_key(flipped)) == (s.stage == 1), s.name
+        assert identity.cell_key(base) != identity.cell_key(flipped)
     assert GENERATOR_SWITCHES == ("rrdb", "bn", "beta", "small_init")
 
 

@@ -24,7 +24,7 @@ def StageSettings(**kw) -> _StageSettings:  # noqa: N802 (the dataclass, with te
 
 def train_gan(*args, **kw):
     """train_gan with the paper's loss weights and RaGAN unless a test says otherwise."""
-    kw.setdefault("gan_loss", "ragan")
+    kw.setdefault("ragan", True)
     kw.setdefault("weights", GanWeights(percep=1.0, lambda_adv=5e-3, eta_l1=1e-2))
     kw.setdefault("lr_d", 1e-3)
     return _train_gan(*args, **kw)
@@ -112,3 +112,58 @@ def test_adam_kernel_switch() -> None:
     with pytest.raises(ValueError, match="adam must be one of auto, fused, foreach"):
         _adam(params, 1e-3, StageSettings(steps=1, lr=1e-3, batch_size=1, adam="sgd"),
               torch.device("cpu"))
+
+
+@pytest.mark.parametrize("ragan", [True, False])
+def test_gan_step_is_eq3_and_g_update_leaves_d_untouched(ragan: bool) -> None:
+    """One GAN step on fixed tensors: the logged L_G is percep * L_percep + lambda * L_adv
+    + eta * L1 of G's output before the update, and G's update gives D no gradient."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from esrgan.losses.gan import ragan_g_loss, standard_g_loss
+    from esrgan.speed import grad_scaler, wrap
+    from esrgan.train import GanNets, Update, gan_step
+
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    g = build_generator(nf=8, nb=1, gc=4)
+    d = VGGStyleDiscriminator(in_ch=3, nf=8, patch_size=32)
+    percep = PerceptualLoss(VGGFeatureExtractor("conv2_2", weights="random", seed=0))
+    lr_img, hr_img = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    weights = GanWeights(percep=0.7, lambda_adv=5e-3, eta_l1=1e-2)
+
+    # L_G computed here from copies, before anything trains
+    g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
+    with torch.no_grad():
+        sr = g0(lr_img)
+        real, fake = d0(hr_img), d0(sr)
+        adv = (ragan_g_loss if ragan else standard_g_loss)(real, fake)
+        expected = (weights.percep * percep(sr, hr_img) + weights.lambda_adv * adv
+                    + weights.eta_l1 * F.l1_loss(sr, hr_img))
+
+    opt_g, opt_d = torch.optim.Adam(g.parameters(), 1e-3), torch.optim.Adam(d.parameters(), 1e-3)
+    d_before = {k: v.clone() for k, v in d.state_dict().items() if v.is_floating_point()}
+    seen: dict[str, object] = {}
+
+    class CheckedUpdate(Update):
+        def __call__(self, loss, inputs):  # G's update: D must get no gradient from it
+            out = super().__call__(loss, inputs)
+            seen["d_grads"] = [p.grad for p in d.parameters()]
+            seen["d_params"] = {k: v.clone() for k, v in d.state_dict().items()
+                                if k in d_before and "running" not in k}
+            return out
+
+    nets = GanNets(g=wrap(g, cpu, "fp32", "off", parallel=False),
+                   d=wrap(d, cpu, "fp32", "off", parallel=False),
+                   d_frozen=wrap(d, cpu, "fp32", "off", parallel=False),
+                   percep=wrap(percep, cpu, "fp32", "off", parallel=False), discriminator=d)
+    losses = gan_step(nets, CheckedUpdate(opt_g, grad_scaler("fp32", cpu)),
+                      Update(opt_d, grad_scaler("fp32", cpu)), [(lr_img, hr_img)], ragan,
+                      weights)
+    assert losses["l_g"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert all(grad is None for grad in seen["d_grads"])
+    assert all(torch.equal(v, d_before[k]) for k, v in seen["d_params"].items())
+    assert any(not torch.equal(v, d.state_dict()[k]) for k, v in d_before.items()
+               if "running" not in k)  # D's own update then trains it

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from esrgan.paper.switches import SWITCHES
+from esrgan.paper.switches import SWITCHES, same_value
 
 # Claim C1 is about a very deep no-BN residual network: its four variants, by init and beta
 # (the 'deep' design; the trunk is SRGAN's residual block without BN).
@@ -32,7 +32,7 @@ def deep_label(values: dict[str, object]) -> str:
     """The name of a deep-design variant from its switches (init and beta)."""
     for label, setting in DEEP_VARIANTS.items():
         if bool(values.get("small_init")) == setting["small_init"] and \
-                abs(float(values.get("beta", 0.0)) - float(setting["beta"])) < 1e-9:
+                same_value("beta", values.get("beta", 0.0), setting["beta"]):
             return label
     return f"init {'x0.1' if values.get('small_init') else 'MSRA'}, beta {values.get('beta')}"
 

@@ -12,8 +12,8 @@ Where each switch reaches its tensor op (one hop, in ``experiments/build.py``):
     rrdb            -> build_generator(trunk='rrdb' | 'resblock')   esrgan/archs/blocks.py
     bn              -> build_generator(bn=...)                     BatchNorm in the blocks
     beta            -> build_generator(beta=...)                   x + beta * branch(x)
-    small_init      -> build_generator(init_scale=0.1 | 1.0)        blocks.init_conv_
-    ragan           -> train_gan(gan_loss='ragan' | 'standard')    esrgan/losses/gan.py
+    small_init      -> build_generator(init_scale=SMALL_INIT_SCALE | 1.0)  blocks.init_conv_
+    ragan           -> train_gan(ragan=...) -> gan_step          esrgan/losses/gan.py
     vgg_before_act  -> VGGFeatureExtractor(before_activation=...)  esrgan/archs/vgg.py
 
 A seventh switch is one more row here and its tensor op.
@@ -40,6 +40,19 @@ class Switch:
     paper_text: str  # what the paper's value means
     baseline_text: str  # what the baseline value means
     section: str  # where the paper introduces it
+    kind: type = bool  # the value's type: bool, or float for a numeric switch (beta)
+    # compact-label tokens: (True, False) for a bool; (prefix, "") for a float ('b=0.2')
+    tokens: tuple[str, str] = ("", "")
+
+    def normalise(self, value: Any) -> Any:
+        """``value`` as this switch's type (None stays None: a run that predates it)."""
+        return None if value is None else self.kind(value)
+
+    def token(self, value: Any) -> str:
+        """This switch's part of :func:`compact_label` ('?' when the value is missing)."""
+        if self.kind is float:
+            return f"{self.tokens[0]}={'?' if value is None else format(float(value), 'g')}"
+        return "?" if value is None else self.tokens[0 if value else 1]
 
     @property
     def stage(self) -> int:
@@ -49,18 +62,22 @@ class Switch:
 
 SWITCH_TABLE: tuple[Switch, ...] = (
     Switch("rrdb", True, False, "generator", "RRDB trunk", "ESRGAN w/o RRDB",
-           "RRDB trunk (`nb` blocks)", "SRGAN ResBlocks (`nb_resblock` blocks)", "3.1"),
+           "RRDB trunk (`nb` blocks)", "SRGAN ResBlocks (`nb_resblock` blocks)", "3.1",
+           tokens=("RRDB", "ResBlock")),
     Switch("bn", False, True, "generator", "BN removal", "ESRGAN +BN",
-           "no BatchNorm in G", "BN in the trunk blocks", "3.1"),
+           "no BatchNorm in G", "BN in the trunk blocks", "3.1", tokens=("BN", "noBN")),
     Switch("beta", 0.2, 1.0, "generator", "residual scaling beta=0.2", "ESRGAN beta=1",
-           "residual scaling", "none", "3.1"),
+           "residual scaling", "none", "3.1", kind=float, tokens=("b", "")),
     Switch("small_init", True, False, "generator", "x0.1 init", "ESRGAN w/o small init",
-           "Kaiming x0.1 in the residual blocks", "plain MSRA", "3.1"),
+           "Kaiming x0.1 in the residual blocks", "plain MSRA", "3.1",
+           tokens=("init0.1", "init1")),
     Switch("ragan", True, False, "adversarial loss", "RaGAN", "ESRGAN standard GAN",
-           "relativistic average GAN", "standard GAN", "3.2"),
+           "relativistic average GAN", "standard GAN", "3.2", tokens=("RaGAN", "GAN")),
     Switch("vgg_before_act", True, False, "perceptual loss", "VGG features before activation",
-           "ESRGAN after-act VGG", "VGG19 conv5_4 before ReLU", "after ReLU (SRGAN)", "3.3"),
+           "ESRGAN after-act VGG", "VGG19 conv5_4 before ReLU", "after ReLU (SRGAN)", "3.3",
+           tokens=("before", "after")),
 )
+SMALL_INIT_SCALE = 0.1  # small_init's number: MSRA init of the residual blocks x0.1 (3.1)
 
 SWITCHES: dict[str, Switch] = {s.name: s for s in SWITCH_TABLE}
 NAMES: tuple[str, ...] = tuple(SWITCHES)
@@ -87,10 +104,10 @@ PAPER_PATH: tuple[tuple[str, dict[str, Any]], ...] = _path()
 
 
 def same_value(switch: str, a: Any, b: Any) -> bool:
-    """Whether two values of a switch are the same setting (beta compared as a float)."""
+    """Whether two values of a switch are the same setting (a float switch compared as one)."""
     if a is None or b is None:
         return a is b
-    if switch == "beta":
+    if SWITCHES[switch].kind is float:
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     return bool(a) == bool(b)
 
@@ -107,17 +124,7 @@ def flipped(values: Mapping[str, Any]) -> list[str]:
 
 def compact_label(values: Mapping[str, Any]) -> str:
     """A short, unique string of all six switches, e.g. 'ResBlock/BN/b=1/init1/GAN/after'."""
-
-    def pick(name: str, yes: str, no: str) -> str:
-        value = values.get(name)
-        return "?" if value is None else (yes if value else no)
-
-    beta = values.get("beta")
-    parts = [pick("rrdb", "RRDB", "ResBlock"), pick("bn", "BN", "noBN"),
-             "b=?" if beta is None else f"b={float(beta):g}",
-             pick("small_init", "init0.1", "init1"), pick("ragan", "RaGAN", "GAN"),
-             pick("vgg_before_act", "before", "after")]
-    return "/".join(parts)
+    return "/".join(s.token(values.get(s.name)) for s in SWITCH_TABLE)
 
 
 def variant_label(values: Mapping[str, Any]) -> str:
