@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esrgan.paper.setting import PAPER_DATA, PAPER_SETTING, SCALE_KEYS
+from esrgan.paper.departures import departures
+from esrgan.paper.setting import PAPER_SETTING
 from esrgan.paper.switches import ESRGAN
 from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, FORWARD_PRECISIONS, TRAINING_PRECISIONS
 
@@ -416,55 +417,5 @@ def resume_updates(cfg: Mapping[str, Any], runs_dir: str | Path) -> dict[str, An
 
 
 def substitutes(cfg: Mapping[str, Any]) -> list[str]:
-    """What this run does differently from the paper's setting (its departures), for reports."""
-    out = []
-    if cfg["train_hr"] is None:
-        out.append(f"embedded photos (those shipped with the installed packages) instead of "
-                   f"{PAPER_DATA}")
-    if cfg["vgg_weights"] == "random":
-        out.append(f"random-weight VGG19 (seed {cfg['vgg_seed']}) instead of ImageNet VGG19: "
-                   "ImageNet weights were not available")
-    if cfg["percep_normalize"]:
-        out.append("perceptual L1 divided by the mean |feature| of the HR image (not in the "
-                   "paper; keeps stage 2 stable with a random VGG19)")
-    if cfg["vgg_layer"] != PAPER_SETTING["vgg_layer"]:
-        out.append(f"perceptual features from {cfg['vgg_layer']} instead of "
-                   f"{PAPER_SETTING['vgg_layer']}")
-    if cfg["ema_decay"]:
-        out.append(f"an exponential moving average of G (decay {cfg['ema_decay']:g}) is "
-                   "scored and shipped, as BasicSR's recipe does, instead of the raw weights")
-    if cfg["lr1"] != PAPER_SETTING["lr1"]:
-        out.append(f"stage-1 learning rate {cfg['lr1']:g} instead of {PAPER_SETTING['lr1']:g} "
-                   "(a short stage 1)")
-    gan_stage = int(cfg["steps2"]) > 0
-    # the trunk's own size keys only, and no GAN steps for a stage-1-only (PSNR model) cell
-    keys = [k for k in SCALE_KEYS if not (k in ("nb", "gc") and not cfg["rrdb"])
-            and not (k == "steps2" and not gan_stage)]
-    if not cfg["rrdb"]:
-        keys.insert(1, "nb_resblock")
-    sizes = {k: cfg[k] for k in keys if cfg[k] != PAPER_SETTING[k]}
-    if sizes:
-        paper = ", ".join(f"{k} {PAPER_SETTING[k]}" for k in sizes)
-        ours = ", ".join(f"{k} {v}" for k, v in sizes.items())
-        smaller = all(v <= PAPER_SETTING[k] for k, v in sizes.items())
-        out.append(f"{'smaller scale' if smaller else 'other sizes'}: {ours} (paper: {paper}); "
-                   "learning-rate milestones scaled")
-    bf16 = []
-    if cfg["precision1"] != "fp32":
-        bf16.append("the generator in stage 1")
-    if cfg["precision2"] != "fp32" and gan_stage:
-        bf16.append("VGG19 and D in stage 2" if cfg["precision2"].endswith("-losses")
-                    else "all networks in stage 2")
-    if bf16:
-        used = [f"precision1 {cfg['precision1']}"] + (
-            [f"precision2 {cfg['precision2']}"] if gan_stage else [])
-        kinds = sorted({cfg[k][:4] for k in ("precision1", "precision2") if cfg[k] != "fp32"
-                        and (k == "precision1" or gan_stage)})
-        out.append(f"{'/'.join(kinds)} autocast: {' and '.join(bf16)} ({', '.join(used)}; "
-                   "the paper trained in fp32; README 'Performance' gives the measured "
-                   "difference)")
-    if cfg.get("accum", 1) > 1 and gan_stage:  # an older run's config has no accum
-        out.append(f"stage 2 accumulates {cfg['accum']} micro-batches of "
-                   f"{cfg['batch'] // cfg['accum']} per step: D's BatchNorm and RaGAN's "
-                   "batch means are taken over each micro-batch, not the batch")
-    return out
+    """The sentences of the run's departures from the paper (``esrgan.paper.departures``)."""
+    return [d.text for d in departures(cfg)]

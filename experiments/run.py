@@ -104,10 +104,17 @@ def git_revision() -> str | None:
 
 
 def run_meta(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """What every run records in ``info['esrgan']``, whatever its kind (cell, interpolation)."""
+    """What every run records in ``info['esrgan']``, whatever its kind (cell, interpolation).
+
+    Its departures from the paper twice: as data (``departures``, what the analysis reads) and
+    as sentences (``substitutes``, the record's older form, kept for readers of it).
+    """
+    from esrgan.paper.departures import departures
+
+    found = departures(cfg)
     return {"kind": kind, "preset": cfg["preset"], "git": git_revision(),
             "stage1_key": build.stage1_key(cfg), "cell_key": build.cell_key(cfg),
-            "substitutes": presets.substitutes(cfg)}
+            "substitutes": [d.text for d in found], "departures": [d.record() for d in found]}
 
 
 # ------------------------------------------------------------------------------------------
