@@ -61,9 +61,8 @@ def base():
 
     # --- optimisation (Adam; lr_decay_at*: fractions of the stage's steps where lr *= lr_gamma)
     steps1 = 3000  # stage-1 (L1, PSNR-oriented) steps
-    # stage-1 learning rate: the paper's 2e-4 spreads over 1M steps; in 3000 steps 5e-4 trains
-    # a better PSNR model (measured on val: 29.85 dB against 29.47 at 2e-4; bicubic 29.39)
-    lr1 = 5e-4
+    # the paper's 2e-4 spreads over 1M steps: in 3000 steps 5e-4 trains a better PSNR model
+    lr1 = 5e-4  # stage-1 learning rate (measured: README "How the default was chosen")
     lr_decay_at1 = PAPER_SETTING["lr_decay_at1"]  # the paper halves every 200k of 1M steps
     steps2 = 500  # stage-2 (GAN) steps
     lr2 = PAPER_SETTING["lr2"]  # stage-2 generator learning rate
@@ -73,11 +72,8 @@ def base():
     adam_betas = PAPER_SETTING["adam_betas"]  # Adam beta1, beta2
     batch = 4  # global batch size (under torchrun: split evenly over the processes)
     patch = 64  # HR patch size (multiple of 32: the discriminator halves it 5 times)
-    # Speed (README "Performance", the bf16 quality guard at this preset): stage 1 in bf16
-    # (PSNR-Y within 0.01 dB of fp32); stage 2 with bf16-losses, which leaves the GAN model
-    # 0.056 dB from fp32 (the guard is 0.05; a change of Adam kernel alone moves it 0.038 dB
-    # and an fp32 stage 2 would not fit the default ablation's budget); full bf16 moved the
-    # GAN model by 0.12 dB.
+    # Speed: stage 1 in bf16, stage 2 with bf16-losses (VGG19 and D; G stays fp32). The bf16
+    # quality guard at this preset, and why not fp32 or full bf16: README "Performance".
     precision1 = "bf16"  # stage-1 arithmetic (G only): 'fp32', 'bf16' or 'fp16' (autocast)
     # stage 2: 'fp32', 'bf16'/'fp16' (every network), 'bf16-losses'/'fp16-losses' (VGG, D);
     # fp16 (GPUs before Ampere) adds a gradient scaler per optimiser
@@ -200,7 +196,7 @@ NAMED = {"tiny": tiny, "cpu": cpu, "paper": paper}
 # only, in fp32. The paper's evidence is 64 residual blocks; a narrow width keeps it cheap (the
 # claim is about depth). On the CPU the learning rate stays constant: 800 steps are the early
 # part of the paper's curves, where a decay would stop the curves before they separate
-# (measured: with the decay, x0.1 init against beta 0.2 was -0.18 dB [-6.7, +6.4] over 3 seeds).
+# (measured: README "How the default was chosen").
 # The tiny preset's 8 blocks only exercise the design.
 DEEP: dict[str, dict[str, Any]] = {
     "tiny": {"nb_resblock": 8, "nf": 8, "steps1": 60, "val_every1": 20, "lr1": 2e-4,
