@@ -19,9 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.figures import palette, save  # noqa: E402
 from analysis.labels import metric_label, short_metric_label  # noqa: E402
+from analysis.plotting import palette, save  # noqa: E402
 from analysis.tables import summarize  # noqa: E402
+from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL  # noqa: E402
 from esrgan.paper.claims import CLAIMS, DEEP_STUDY, DEEP_VARIANTS, Effect  # noqa: E402
 
 
@@ -41,11 +42,11 @@ def _final(runs: pd.DataFrame, variant: str, model: str, metric: str, study: str
 
 def trajectory(curves: pd.DataFrame, runs: pd.DataFrame, effect: Effect) -> pd.DataFrame:
     """Columns stage, step, seed, diff: the effect at every validation both sides have."""
-    stage = 2 if "gan_model" in (effect.a.model, effect.b.model) else 1
+    stage = 2 if GAN_MODEL in (effect.a.model, effect.b.model) else 1
     name = f"stage{stage}_val_{effect.metric}"
 
     def side(variant: str, model: str) -> pd.DataFrame | pd.Series:
-        trains = (model == "gan_model") if stage == 2 else (model == "psnr_model")
+        trains = (model == GAN_MODEL) if stage == 2 else (model == PSNR_MODEL)
         if trains:
             return _curve(curves, variant, name, effect.study)
         return _final(runs, variant, model, effect.metric, effect.study)
@@ -125,7 +126,7 @@ def deep_curves(curves: pd.DataFrame, runs: pd.DataFrame, out_dir: str | Path, *
         ok = np.isfinite(halves)
         ax.fill_between(steps[ok], (means - halves)[ok], (means + halves)[ok],
                         color=colors[variant], alpha=0.2, lw=0)
-    bic = runs[(runs["model"] == "bicubic") & (runs["metric"] == "psnr") & (runs["set"] == "val")]
+    bic = runs[(runs["model"] == BICUBIC) & (runs["metric"] == "psnr") & (runs["set"] == "val")]
     if len(bic):
         ax.axhline(float(bic["value"].mean()), color="black", ls="--", lw=1, label="bicubic")
     depth = runs.loc[runs["study"] == DEEP_STUDY, "depth"].dropna()

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from esrgan.evaluation import BICUBIC, PSNR_MODEL
 from esrgan.paper.claims import CLAIMS, Claim, Effect
 
 CONFIDENCE = 0.95
@@ -128,7 +129,7 @@ def combine(verdicts: Sequence[str]) -> str:
 # measuring the effects from the run frames (analysis.load)
 
 
-STAGE1_MODELS = ("psnr_model", "bicubic")
+STAGE1_MODELS = (PSNR_MODEL, BICUBIC)
 
 
 def _values(runs: pd.DataFrame, variant: str, model: str, metric: str, set_name: str,

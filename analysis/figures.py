@@ -9,9 +9,8 @@ Each function returns the files it wrote (an empty list when there was nothing t
 from __future__ import annotations
 
 import math
-import re
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -25,13 +24,17 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from analysis.claim_figures import deep_curves, effects_over_training  # noqa: E402
 from analysis.labels import (  # noqa: E402
     MODEL_LABELS,
     metric_label,
+    set_sort_key,
     short_metric_label,
     variant_order,
 )
+from analysis.plotting import palette, save  # noqa: E402
 from analysis.tables import effect_panels, summarize  # noqa: E402
+from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL  # noqa: E402
 from esrgan.paper.claims import DEEP_VARIANTS  # noqa: E402
 
 # PIRM2018 regions by RMSE on Y (docs/method.md section 5): (name, low, high)
@@ -45,13 +48,6 @@ VERDICT_COLORS: dict[str, str] = {"agrees": "#2a9d4b", "opposite": "#d1495b",
 
 # ------------------------------------------------------------------------------------------
 # shared pieces
-
-
-def short_substitute(text: str) -> str:
-    """The head of a substitutes entry: 'random-weight VGG19 (seed 0) instead of ...' ->
-    'random-weight VGG19'."""
-    head = re.split(r" instead of| \(|;|:", text, maxsplit=1)[0]
-    return head.strip().rstrip(":,")
 
 
 def caption(runs: pd.DataFrame) -> str:
@@ -74,39 +70,10 @@ def caption(runs: pd.DataFrame) -> str:
         parts.append("G: " + "; ".join(values("network")))
     seeds = sorted({int(s) for s in runs["seed"].dropna()})
     parts.append(f"seeds: {', '.join(map(str, seeds))}")
-    subs = list(dict.fromkeys(short_substitute(s) for t in runs["substitutes"] for s in t))
+    subs = list(dict.fromkeys(d.short for found in runs["substitutes"] for d in found))
     if subs:
         parts.append("departures from the paper: " + "; ".join(subs))
     return " | ".join(parts)
-
-
-def save(fig: plt.Figure, out_dir: str | Path, stem: str, title: str, footer: str
-         ) -> list[Path]:
-    """Lay out, title the figure above its axes, add the footer below them, write ``stem``.png
-    and .svg (the saved area grows to fit both), close it."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    width_in = fig.get_size_inches()[0]
-    fig.tight_layout()
-    fig.suptitle(title, fontsize=11, fontweight="bold", y=1.0, va="bottom")
-    if footer:
-        # about 17 characters of 6.5 pt text per inch of figure width
-        wrapped = textwrap.fill(footer, width=max(40, int(width_in * 17)))
-        fig.text(0.01, -0.01, wrapped, ha="left", va="top", fontsize=6.5, color="#444444")
-    paths = []
-    for ext in ("png", "svg"):
-        path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
-def palette(variants: Iterable[str]) -> dict[str, tuple[float, float, float]]:
-    """A colour per variant, in plot order (the same variant gets the same colour)."""
-    ordered = variant_order(variants)
-    colors = sns.color_palette("tab10" if len(ordered) <= 10 else "husl", len(ordered))
-    return dict(zip(ordered, colors, strict=True))
 
 
 def perceptual_metric(frame: pd.DataFrame) -> str:
@@ -156,11 +123,11 @@ def plane_figure(runs: pd.DataFrame, out_dir: str | Path, *, x: str = "rmse",
     With ``x='rmse'`` the PIRM regions R1 <= 11.5, R2 <= 12.5, R3 <= 16 are shaded.
     """
     y = perceptual_metric(runs[runs["set"] == set_name])
-    gan = _xy(runs, "gan_model", set_name, x, y)
+    gan = _xy(runs, GAN_MODEL, set_name, x, y)
     if gan.empty:
         return []
-    psnr_models = _xy(runs, "psnr_model", set_name, x, y)
-    bicubic = _xy(runs, "bicubic", set_name, x, y)
+    psnr_models = _xy(runs, PSNR_MODEL, set_name, x, y)
+    bicubic = _xy(runs, BICUBIC, set_name, x, y)
     colors = palette(gan["variant"])
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     for variant, color in colors.items():
@@ -186,9 +153,9 @@ def plane_figure(runs: pd.DataFrame, out_dir: str | Path, *, x: str = "rmse",
     variant_legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
                                title="GAN model of", title_fontsize=8, frameon=False)
     ax.add_artist(variant_legend)
-    keys = [Line2D([], [], marker="o", ls="", color="grey", label=MODEL_LABELS["gan_model"]),
+    keys = [Line2D([], [], marker="o", ls="", color="grey", label=MODEL_LABELS[GAN_MODEL]),
             Line2D([], [], marker="s", ls="", markerfacecolor="none", color="grey",
-                   label=MODEL_LABELS["psnr_model"] + " (same colour)")]
+                   label=MODEL_LABELS[PSNR_MODEL] + " (same colour)")]
     if not bicubic.empty:
         keys.append(Line2D([], [], marker="X", ls="", color="black", label="Bicubic"))
     ax.legend(handles=keys, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=7,
@@ -445,14 +412,14 @@ def write_all(runs: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
     """Every figure of a report into ``out_dir``; name -> files (empty when not drawable)."""
     footer = caption(runs)
     out: dict[str, list[Path]] = {}
-    sets = sorted(set(runs["set"].dropna()), key=lambda s: (s != "val", s))
+    sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
     for set_name in sets:
         suffix = "" if set_name == "val" else f"_{set_name}"
         for x in ("rmse", "psnr"):
             out[f"pd_plane_{x}{suffix}"] = plane_figure(runs, out_dir, x=x, set_name=set_name,
                                                         footer=footer)
     interp_sets = interp["set"].fillna("val") if "set" in interp else pd.Series(dtype=str)
-    for set_name in sorted(set(interp_sets), key=lambda s: (s != "val", s)) or ["val"]:
+    for set_name in sorted(set(interp_sets), key=set_sort_key) or ["val"]:
         part = interp[interp_sets == set_name] if len(interp) else interp
         suffix = "" if set_name == "val" else f"_{set_name}"
         out[f"interpolation{suffix}"] = interpolation_figure(
@@ -460,8 +427,6 @@ def write_all(runs: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
     out["switch_effects"] = effects_figure(effects, out_dir, footer=footer)
     out["training_curves"] = curves_figure(curves, out_dir, footer=footer)
     out["crops"] = crops_figure(crops, out_dir, footer=footer)
-    from analysis.claim_figures import deep_curves, effects_over_training
-
     out["claims_over_training"] = effects_over_training(curves, runs, out_dir, footer=footer)
     out["c1_deep_trainability"] = deep_curves(curves, runs, out_dir, footer=footer)
     return out

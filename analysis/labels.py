@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
 from esrgan.metrics import METRICS
 from esrgan.paper.switches import (
     ESRGAN,
@@ -68,8 +69,8 @@ def variant_order(labels: Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------
 # metrics
 
-MODEL_LABELS: dict[str, str] = {"bicubic": "Bicubic", "psnr_model": "PSNR-oriented model",
-                                "gan_model": "GAN model"}
+MODEL_LABELS: dict[str, str] = {BICUBIC: "Bicubic", PSNR_MODEL: "PSNR-oriented model",
+                                GAN_MODEL: "GAN model"}
 METRIC_ORDER: tuple[str, ...] = ("psnr", "ssim", "rmse", "niqe", "ma", "pi", "lpips",
                                  "psnr_rgb", "ssim_rgb")
 

@@ -26,7 +26,10 @@ from typing import Any
 import pandas as pd
 
 from analysis.labels import metric_sort_key, set_sort_key, variant_label
+from esrgan.evaluation import MODELS
+from esrgan.metrics import perceptual_index
 from esrgan.paper.claims import DEEP_STUDY, deep_label
+from esrgan.paper.departures import Departure, departures
 from esrgan.paper.switches import SWITCHES
 from experiments.store import (
     FileStore,
@@ -44,7 +47,6 @@ __all__ = ["CROP_COLUMNS", "CURVE_COLUMNS", "INTERP_COLUMNS", "MODELS", "RUN_COL
            "load_interpolation", "load_runs", "open_store", "open_stores", "select_runs",
            "switches_of"]
 
-MODELS: tuple[str, ...] = ("bicubic", "psnr_model", "gan_model")
 INTERPOLATION_METHODS: tuple[str, ...] = ("network", "image", "back_projection")
 
 RUN_COLUMNS: list[str] = [
@@ -108,22 +110,35 @@ def _run_columns(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def _departures(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, ...]:
-    """The run's departures from the paper, derived from its config by the one function that
-    defines them (a report of older runs reads today's wording); a config that predates one
-    of today's settings keeps the list the run recorded."""
-    from experiments import presets
-
+def _departures(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[Departure, ...]:
+    """The run's departures from the paper: as the run recorded them; for a run that predates
+    that record, derived from its config (in today's wording); for a config that predates
+    one of today's settings, read from the sentences the run recorded."""
+    recorded = meta.get("departures")
+    if isinstance(recorded, list):
+        try:
+            return tuple(Departure(**d) for d in recorded)
+        except TypeError:  # not the mappings Departure.record writes
+            pass
     try:
-        return tuple(presets.substitutes(cfg))
+        return tuple(departures(cfg))
     except (KeyError, TypeError, ValueError):
-        return tuple(meta.get("substitutes") or ())
+        return tuple(_recorded_sentence(s) for s in meta.get("substitutes") or ())
+
+
+def _recorded_sentence(text: str) -> Departure:
+    """A departure an older run recorded as a sentence only; its head (up to 'instead of',
+    a parenthesis, a colon or a semicolon) is its short name: 'random-weight VGG19 (seed 0)
+    instead of ...' -> 'random-weight VGG19'."""
+    text = str(text)
+    short = re.split(r" instead of| \(|;|:", text, maxsplit=1)[0].strip().rstrip(":,")
+    return Departure(key="", ours=text, paper="", why="", short=short, text=text)
 
 
 def _metric_rows(result: Any) -> Iterator[tuple[str, str, str, float]]:
     """(model, set, metric, value) of a cell result {model: {set: {metric: number}}}.
 
-    PI is added where Ma and NIQE are there and PI is not (PI = 0.5 * ((10 - Ma) + NIQE)).
+    PI is added where Ma and NIQE are there and PI is not (``perceptual_index``).
     """
     if not isinstance(result, Mapping):
         return
@@ -138,7 +153,7 @@ def _metric_rows(result: Any) -> Iterator[tuple[str, str, str, float]]:
             numbers = {k: _number(v) for k, v in values.items()}
             numbers = {k: v for k, v in numbers.items() if v is not None}
             if "pi" not in numbers and "ma" in numbers and "niqe" in numbers:
-                numbers["pi"] = 0.5 * ((10.0 - numbers["ma"]) + numbers["niqe"])
+                numbers["pi"] = perceptual_index(numbers["ma"], numbers["niqe"])
             for metric in sorted(numbers, key=metric_sort_key):
                 yield model, str(set_name), metric, numbers[metric]
 
@@ -161,7 +176,8 @@ def load_runs(source: Source | Sequence[Source], *, preset: str | None = None,
 
     ``model`` is 'bicubic', 'psnr_model' or 'gan_model'; ``set`` is 'val' or a test set name;
     ``wall_s`` is the run's total seconds; ``substitutes`` a tuple of the run's departures
-    from the paper. A run without a result (e.g. FAILED, when asked for) gives one row with
+    from the paper (:class:`esrgan.paper.departures.Departure`; the column keeps the name of
+    runs.csv). A run without a result (e.g. FAILED, when asked for) gives one row with
     model/set/metric/value missing, so that it is still counted.
     """
     rows = []
@@ -242,7 +258,7 @@ def _point_metrics(point: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
     numbers = {k: _number(v) for k, v in point.items() if k not in ("alpha", "iterations")}
     numbers = {k: v for k, v in numbers.items() if v is not None}
     if "pi" not in numbers and "ma" in numbers and "niqe" in numbers:
-        numbers["pi"] = 0.5 * ((10.0 - numbers["ma"]) + numbers["niqe"])
+        numbers["pi"] = perceptual_index(numbers["ma"], numbers["niqe"])
     for metric in sorted(numbers, key=metric_sort_key):
         yield metric, numbers[metric]
 

@@ -35,9 +35,12 @@ from analysis.labels import (
     ONE_FLIP,
     comparisons,
     metric_label,
+    set_sort_key,
     short_metric_label,
     variant_order,
 )
+from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
+from esrgan.paper.departures import Departure
 from experiments.store import redact
 
 FIGURE_TEXT: dict[str, str] = {
@@ -119,10 +122,13 @@ def scale_table(runs: pd.DataFrame, interp: pd.DataFrame, sources: Sequence[str]
     return tables.markdown_table(["", ""], [[f"**{k}**", v] for k, v in rows])
 
 
-def departures(runs: pd.DataFrame) -> list[str]:
-    """Union of the runs' departures from the paper, in first-seen order."""
-    return list(dict.fromkeys(s for subs in runs.drop_duplicates("run_id")["substitutes"]
-                              for s in subs))
+def departures(runs: pd.DataFrame) -> list[Departure]:
+    """Union of the runs' departures from the paper (one per sentence), in first-seen order."""
+    seen: dict[str, Departure] = {}
+    for found in runs.drop_duplicates("run_id")["substitutes"]:
+        for departure in found:
+            seen.setdefault(departure.text, departure)
+    return list(seen.values())
 
 
 def _effect_phrase(row: pd.Series) -> str:
@@ -165,8 +171,8 @@ def findings(effects: pd.DataFrame, runs: pd.DataFrame, set_name: str = "val") -
     for comp in comparisons():
         rows = part[(part["group"] == comp.group) & (part["change"] == comp.change)
                     & (part["without_change"] == comp.without)]
-        chosen = rows[((rows["model"] == "gan_model") & (rows["metric"] == perceptual))
-                      | ((rows["model"] == "psnr_model") & (rows["metric"] == "psnr"))]
+        chosen = rows[((rows["model"] == GAN_MODEL) & (rows["metric"] == perceptual))
+                      | ((rows["model"] == PSNR_MODEL) & (rows["metric"] == "psnr"))]
         if chosen.empty:
             continue
         phrases = "; ".join(_effect_phrase(r) for _, r in chosen.iterrows())
@@ -257,11 +263,11 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
     for old in list(fig_dir.glob("*.png")) + list(fig_dir.glob("*.svg")):
         if old not in kept:
             old.unlink()
-    tables.write_csv(runs.assign(substitutes=[json.dumps(list(s)) for s in runs["substitutes"]]),
-                     table_dir / "runs.csv")
+    sentences = [json.dumps([d.text for d in found]) for found in runs["substitutes"]]
+    tables.write_csv(runs.assign(substitutes=sentences), table_dir / "runs.csv")
     tables.write_csv(summary, table_dir / "variant_metrics.csv")
     tables.write_csv(effects, table_dir / "switch_effects.csv")
-    sets = sorted(set(runs["set"].dropna()), key=lambda s: (s != "val", s))
+    sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
     tables.write_csv(ledger.frame(ledger.decide_all(runs, interp, sets)),
                      table_dir / "claims.csv")
     if not interp.empty:
@@ -310,8 +316,8 @@ def metric_panel(runs: pd.DataFrame) -> str:
 def metric_tables(summary: pd.DataFrame) -> list[tuple[str, str]]:
     """(heading, Markdown table) per model and set: GAN model first, validation set first."""
     out = []
-    for model in ("gan_model", "psnr_model"):
-        for set_ in sorted(set(summary["set"]), key=lambda s: (s != "val", s)):
+    for model in (GAN_MODEL, PSNR_MODEL):
+        for set_ in sorted(set(summary["set"]), key=set_sort_key):
             table = tables.metrics_markdown(summary, model, set_)
             if table:
                 out.append((f"{MODEL_LABELS[model]}, set '{set_}'", table))
@@ -334,13 +340,14 @@ def _figure_md(written: dict[str, list[Path]], key: str, folder_name: str = "fig
 def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.DataFrame,
               effects: pd.DataFrame, written: dict[str, list[Path]], sources: Sequence[str],
               set_name: str) -> str:
-    subs = departures(runs)
-    heads = list(dict.fromkeys(_short(s) for s in subs))
+    found = departures(runs)
+    subs = [d.text for d in found]
+    heads = list(dict.fromkeys(d.short for d in found))
     md = [f"# ESRGAN ablation: {name}", ""]
     if subs:
         md += [f"> **Not the paper's setting.** This report measures a reduced reproduction: "
                f"{'; '.join(heads)}. Its numbers are not comparable with the paper's.", ""]
-    sets = sorted(set(runs["set"].dropna()), key=lambda s: (s != "val", s))
+    sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
     decided = ledger.decide_all(runs, interp, sets)
     md += ["## The claims ledger", "",
            "Each claim of the paper (`esrgan/paper/claims.py`), tested where the paper makes "
@@ -394,7 +401,7 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
            metric_panel(runs), ""]
     for heading, table in metric_tables(summary):
         md += [f"### {heading}", "", table, ""]
-    bic = summary[summary["model"] == "bicubic"]
+    bic = summary[summary["model"] == BICUBIC]
     for set_, part in bic.groupby("set", sort=False):
         values = ", ".join(f"{metric_label(r.metric)} {tables.format_value(r.metric, r.mean)}"
                            for r in part.drop_duplicates("metric").itertuples())
@@ -410,12 +417,6 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
         md += ["- [tables/interpolation.csv](tables/interpolation.csv): interpolation sweeps"]
     md.append("")
     return "\n".join(md)
-
-
-def _short(text: str) -> str:
-    from analysis.figures import short_substitute
-
-    return short_substitute(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

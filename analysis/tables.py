@@ -29,9 +29,10 @@ from analysis.labels import (
     short_metric_label,
     variant_order,
 )
+from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
 
 CONFIDENCE = 0.95
-MODEL_ORDER: tuple[str, ...] = ("gan_model", "psnr_model", "bicubic")
+MODEL_ORDER: tuple[str, ...] = (GAN_MODEL, PSNR_MODEL, BICUBIC)
 
 SUMMARY_COLUMNS: list[str] = ["variant", "model", "set", "metric", "n", "mean", "std", "ci95",
                               "ci_low", "ci_high", "seeds"]
@@ -81,7 +82,7 @@ def replicates(data: pd.DataFrame) -> pd.DataFrame:
     """
     if "stage1_seed" not in data:
         return data
-    stage1 = data["model"].isin(["psnr_model", "bicubic"])
+    stage1 = data["model"].isin([PSNR_MODEL, BICUBIC])
     shared = data[stage1].assign(seed=data.loc[stage1, "stage1_seed"])
     shared = shared.drop_duplicates(subset=["variant", "model", "set", "metric", "seed"])
     return pd.concat([data[~stage1], shared], ignore_index=True)
@@ -167,11 +168,11 @@ def paper_claim(comparison: Comparison, model: str, metric: str) -> int:
     Ma rises). The generator changes (RRDB, BN removal, beta, small init) are also claimed to
     give a better PSNR-oriented model (PSNR rises).
     """
-    if model == "gan_model":
+    if model == GAN_MODEL:
         better = higher_is_better(metric)
         if metric in ("niqe", "pi", "ma") and better is not None:
             return -1 if better else 1
-    if model == "psnr_model" and metric == "psnr":
+    if model == PSNR_MODEL and metric == "psnr":
         if any(s in GENERATOR_SWITCHES for s in comparison.switches):
             return -1
     return 0
@@ -209,7 +210,7 @@ def switch_effects(runs: pd.DataFrame, which: Sequence[Comparison] | None = None
     other two share it with ESRGAN). Columns: :data:`EFFECT_COLUMNS`.
     """
     data = replicates(runs.dropna(subset=["metric", "value"]))
-    data = data[data["model"].isin(["gan_model", "psnr_model"])]
+    data = data[data["model"].isin([GAN_MODEL, PSNR_MODEL])]
     rows = []
     for comp in (comparisons() if which is None else which):
         pair = data[data["variant"].isin([comp.without, comp.with_])]
@@ -217,7 +218,7 @@ def switch_effects(runs: pd.DataFrame, which: Sequence[Comparison] | None = None
             continue
         for (model, set_name, metric), group in pair.groupby(["model", "set", "metric"],
                                                               sort=False):
-            if model == "psnr_model" and not any(s in GENERATOR_SWITCHES
+            if model == PSNR_MODEL and not any(s in GENERATOR_SWITCHES
                                                  for s in comp.switches):
                 continue
             table = group.pivot_table(index="seed", columns="variant", values="value",
@@ -253,8 +254,8 @@ def switch_effects(runs: pd.DataFrame, which: Sequence[Comparison] | None = None
 def effect_panels(effects: pd.DataFrame) -> list[tuple[str, str]]:
     """(model, metric) panels of the effect figure that the effects table has data for."""
     present = set(zip(effects["model"], effects["metric"], strict=True))
-    y = "pi" if ("gan_model", "pi") in present else "niqe"
-    wanted = [("gan_model", y), ("gan_model", "psnr"), ("psnr_model", "psnr")]
+    y = "pi" if (GAN_MODEL, "pi") in present else "niqe"
+    wanted = [(GAN_MODEL, y), (GAN_MODEL, "psnr"), (PSNR_MODEL, "psnr")]
     return [p for p in wanted if p in present]
 
 

@@ -18,6 +18,13 @@ import torch
 from esrgan.data import ImagePair, imresize, to_numpy, to_tensor
 from esrgan.metrics import evaluate_images, pooled_rmse
 
+# The models a cell scores, by the names its result and the analysis use:
+# result[model][set][metric] (bicubic upscaling is the reference row).
+BICUBIC = "bicubic"
+PSNR_MODEL = "psnr_model"  # stage 1, L1 only
+GAN_MODEL = "gan_model"  # stage 2, from the stage-1 model
+MODELS: tuple[str, ...] = (BICUBIC, PSNR_MODEL, GAN_MODEL)
+
 
 def super_resolve(generator: torch.nn.Module, pairs: Sequence[ImagePair],
                   device: torch.device) -> list[np.ndarray]:

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esrgan.paper.setting import PAPER_DATA, PAPER_SETTING, SCALE_KEYS
+from esrgan.paper.departures import departures
+from esrgan.paper.setting import PAPER_SETTING
 from esrgan.paper.switches import ESRGAN
 from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, FORWARD_PRECISIONS, TRAINING_PRECISIONS
 
@@ -60,9 +61,8 @@ def base():
 
     # --- optimisation (Adam; lr_decay_at*: fractions of the stage's steps where lr *= lr_gamma)
     steps1 = 3000  # stage-1 (L1, PSNR-oriented) steps
-    # stage-1 learning rate: the paper's 2e-4 spreads over 1M steps; in 3000 steps 5e-4 trains
-    # a better PSNR model (measured on val: 29.85 dB against 29.47 at 2e-4; bicubic 29.39)
-    lr1 = 5e-4
+    # the paper's 2e-4 spreads over 1M steps: in 3000 steps 5e-4 trains a better PSNR model
+    lr1 = 5e-4  # stage-1 learning rate (measured: README "How the default was chosen")
     lr_decay_at1 = PAPER_SETTING["lr_decay_at1"]  # the paper halves every 200k of 1M steps
     steps2 = 500  # stage-2 (GAN) steps
     lr2 = PAPER_SETTING["lr2"]  # stage-2 generator learning rate
@@ -72,11 +72,8 @@ def base():
     adam_betas = PAPER_SETTING["adam_betas"]  # Adam beta1, beta2
     batch = 4  # global batch size (under torchrun: split evenly over the processes)
     patch = 64  # HR patch size (multiple of 32: the discriminator halves it 5 times)
-    # Speed (README "Performance", the bf16 quality guard at this preset): stage 1 in bf16
-    # (PSNR-Y within 0.01 dB of fp32); stage 2 with bf16-losses, which leaves the GAN model
-    # 0.056 dB from fp32 (the guard is 0.05; a change of Adam kernel alone moves it 0.038 dB
-    # and an fp32 stage 2 would not fit the default ablation's budget); full bf16 moved the
-    # GAN model by 0.12 dB.
+    # Speed: stage 1 in bf16, stage 2 with bf16-losses (VGG19 and D; G stays fp32). The bf16
+    # quality guard at this preset, and why not fp32 or full bf16: README "Performance".
     precision1 = "bf16"  # stage-1 arithmetic (G only): 'fp32', 'bf16' or 'fp16' (autocast)
     # stage 2: 'fp32', 'bf16'/'fp16' (every network), 'bf16-losses'/'fp16-losses' (VGG, D);
     # fp16 (GPUs before Ampere) adds a gradient scaler per optimiser
@@ -199,7 +196,7 @@ NAMED = {"tiny": tiny, "cpu": cpu, "paper": paper}
 # only, in fp32. The paper's evidence is 64 residual blocks; a narrow width keeps it cheap (the
 # claim is about depth). On the CPU the learning rate stays constant: 800 steps are the early
 # part of the paper's curves, where a decay would stop the curves before they separate
-# (measured: with the decay, x0.1 init against beta 0.2 was -0.18 dB [-6.7, +6.4] over 3 seeds).
+# (measured: README "How the default was chosen").
 # The tiny preset's 8 blocks only exercise the design.
 DEEP: dict[str, dict[str, Any]] = {
     "tiny": {"nb_resblock": 8, "nf": 8, "steps1": 60, "val_every1": 20, "lr1": 2e-4,
@@ -416,55 +413,5 @@ def resume_updates(cfg: Mapping[str, Any], runs_dir: str | Path) -> dict[str, An
 
 
 def substitutes(cfg: Mapping[str, Any]) -> list[str]:
-    """What this run does differently from the paper's setting (its departures), for reports."""
-    out = []
-    if cfg["train_hr"] is None:
-        out.append(f"embedded photos (those shipped with the installed packages) instead of "
-                   f"{PAPER_DATA}")
-    if cfg["vgg_weights"] == "random":
-        out.append(f"random-weight VGG19 (seed {cfg['vgg_seed']}) instead of ImageNet VGG19: "
-                   "ImageNet weights were not available")
-    if cfg["percep_normalize"]:
-        out.append("perceptual L1 divided by the mean |feature| of the HR image (not in the "
-                   "paper; keeps stage 2 stable with a random VGG19)")
-    if cfg["vgg_layer"] != PAPER_SETTING["vgg_layer"]:
-        out.append(f"perceptual features from {cfg['vgg_layer']} instead of "
-                   f"{PAPER_SETTING['vgg_layer']}")
-    if cfg["ema_decay"]:
-        out.append(f"an exponential moving average of G (decay {cfg['ema_decay']:g}) is "
-                   "scored and shipped, as BasicSR's recipe does, instead of the raw weights")
-    if cfg["lr1"] != PAPER_SETTING["lr1"]:
-        out.append(f"stage-1 learning rate {cfg['lr1']:g} instead of {PAPER_SETTING['lr1']:g} "
-                   "(a short stage 1)")
-    gan_stage = int(cfg["steps2"]) > 0
-    # the trunk's own size keys only, and no GAN steps for a stage-1-only (PSNR model) cell
-    keys = [k for k in SCALE_KEYS if not (k in ("nb", "gc") and not cfg["rrdb"])
-            and not (k == "steps2" and not gan_stage)]
-    if not cfg["rrdb"]:
-        keys.insert(1, "nb_resblock")
-    sizes = {k: cfg[k] for k in keys if cfg[k] != PAPER_SETTING[k]}
-    if sizes:
-        paper = ", ".join(f"{k} {PAPER_SETTING[k]}" for k in sizes)
-        ours = ", ".join(f"{k} {v}" for k, v in sizes.items())
-        smaller = all(v <= PAPER_SETTING[k] for k, v in sizes.items())
-        out.append(f"{'smaller scale' if smaller else 'other sizes'}: {ours} (paper: {paper}); "
-                   "learning-rate milestones scaled")
-    bf16 = []
-    if cfg["precision1"] != "fp32":
-        bf16.append("the generator in stage 1")
-    if cfg["precision2"] != "fp32" and gan_stage:
-        bf16.append("VGG19 and D in stage 2" if cfg["precision2"].endswith("-losses")
-                    else "all networks in stage 2")
-    if bf16:
-        used = [f"precision1 {cfg['precision1']}"] + (
-            [f"precision2 {cfg['precision2']}"] if gan_stage else [])
-        kinds = sorted({cfg[k][:4] for k in ("precision1", "precision2") if cfg[k] != "fp32"
-                        and (k == "precision1" or gan_stage)})
-        out.append(f"{'/'.join(kinds)} autocast: {' and '.join(bf16)} ({', '.join(used)}; "
-                   "the paper trained in fp32; README 'Performance' gives the measured "
-                   "difference)")
-    if cfg.get("accum", 1) > 1 and gan_stage:  # an older run's config has no accum
-        out.append(f"stage 2 accumulates {cfg['accum']} micro-batches of "
-                   f"{cfg['batch'] // cfg['accum']} per step: D's BatchNorm and RaGAN's "
-                   "batch means are taken over each micro-batch, not the batch")
-    return out
+    """The sentences of the run's departures from the paper (``esrgan.paper.departures``)."""
+    return [d.text for d in departures(cfg)]

@@ -55,6 +55,7 @@ from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import write_image  # noqa: E402
 from esrgan.evaluation import bicubic_images, center_crop, score, super_resolve  # noqa: E402
 from esrgan.files import OutputError, atomic_write, check_output_dir  # noqa: E402
+from esrgan.paper.departures import departures  # noqa: E402
 from esrgan.speed import set_deterministic  # noqa: E402
 from esrgan.train import TrainingDiverged, remove_checkpoints, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
@@ -105,10 +106,15 @@ def git_revision() -> str | None:
 
 
 def run_meta(cfg: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """What every run records in ``info['esrgan']``, whatever its kind (cell, interpolation)."""
+    """What every run records in ``info['esrgan']``, whatever its kind (cell, interpolation).
+
+    Its departures from the paper twice: as data (``departures``, what the analysis reads) and
+    as sentences (``substitutes``, the record's older form, kept for readers of it).
+    """
+    found = departures(cfg)
     return {"kind": kind, "preset": cfg["preset"], "git": git_revision(),
             "stage1_key": identity.stage1_key(cfg), "cell_key": identity.cell_key(cfg),
-            "substitutes": presets.substitutes(cfg)}
+            "substitutes": [d.text for d in found], "departures": [d.record() for d in found]}
 
 
 # ------------------------------------------------------------------------------------------

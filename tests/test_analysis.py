@@ -489,6 +489,38 @@ def test_pi_from_ma_and_niqe(tmp_path: Path) -> None:
     assert list(gan.index) == ["psnr", "ssim", "rmse", "niqe", "ma", "pi"]
 
 
+def test_departures_from_the_record_the_config_or_an_old_runs_sentences(tmp_path: Path) -> None:
+    from esrgan.paper.departures import Departure, departures
+    from experiments import presets
+
+    old = make_run(1, "ESRGAN", 0)  # sentences only, and a config older than today's keys
+    full = presets.resolve("cpu", {"ema_decay": 0.999})  # no record: derived from the config
+    derived = make_run(2, "ESRGAN", 1)
+    derived["config"] = {**full, "seed": 1, "stage1_seed": 1}
+    recorded = make_run(3, "ESRGAN", 2)  # the record wins over what the config would give
+    recorded["config"] = {**full, "seed": 2, "stage1_seed": 2}
+    mine = Departure("lr1", "stage-1 learning rate 1", "0.0002", "", "lr 1", "lr 1 sentence")
+    recorded["info"]["esrgan"]["departures"] = [mine.record()]
+    for run in (old, derived, recorded):
+        write_file_run(tmp_path, run)
+    by_seed = load.load_runs(tmp_path).drop_duplicates("run_id").set_index("seed")
+    sentences = old["info"]["esrgan"]["substitutes"]
+    assert [d.text for d in by_seed.loc[0, "substitutes"]] == sentences
+    assert [d.short for d in by_seed.loc[0, "substitutes"]] == [
+        "embedded scikit-image photos", "random-weight VGG19"]
+    assert list(by_seed.loc[1, "substitutes"]) == departures(derived["config"])
+    assert by_seed.loc[2, "substitutes"] == (mine,)
+    assert report.main(["--store", str(tmp_path), "--name", "r", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "r" / "index.md").read_text()
+    banner = next(x for x in md.splitlines() if x.startswith("> **Not the paper's setting.**"))
+    assert ("reproduction: embedded scikit-image photos; random-weight VGG19; embedded photos; "
+            "an exponential moving average of G; stage-1 learning rate 0.0005; smaller scale; "
+            "bf16 autocast; lr 1. Its numbers") in banner
+    listed = md.split("## Departures from the paper", 1)[1].split("##", 1)[0]
+    assert f"- {sentences[0]}" in listed and "- lr 1 sentence" in listed
+    assert "- " + departures(full)[-1].text in listed
+
+
 def test_report_says_which_metrics_of_the_panel_were_left_out_and_why(tmp_path: Path) -> None:
     store = tmp_path / "runs"
     for run_id, seed in ((1, 0), (2, 1)):

@@ -59,6 +59,9 @@ def test_tiny_run_writes_a_complete_file_store_run(tmp_path: Path) -> None:
     info = json.loads((run / "info.json").read_text())["esrgan"]
     assert "random weights" in info["vgg"]
     assert any("random-weight VGG19" in s for s in info["substitutes"])
+    # the departures as data too, the same ones (what the analysis reads)
+    assert [d["text"] for d in info["departures"]] == info["substitutes"]
+    assert info["departures"][1]["key"] == "vgg_weights"
     # the stored generator is a loadable weights file
     state = load_generator_state(run / "G_gan.pth")
     assert "conv_first.weight" in state

@@ -8,13 +8,14 @@ and the tests read this table; the verdict logic is ``analysis.claims``.
 
 An effect is ``value(a) - value(b)`` of one metric, paired by seed; the claim predicts its
 sign (``direction``). ``a`` and ``b`` name a variant (a label of ``esrgan.paper.switches``,
-or one of :data:`DEEP_VARIANTS`) and a model ('psnr_model', 'gan_model' or 'bicubic').
+or one of :data:`DEEP_VARIANTS`) and a model (one of ``esrgan.evaluation.MODELS``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
 from esrgan.paper.switches import SWITCHES, same_value
 
 # Claim C1 is about a very deep no-BN residual network: its four variants, by init and beta
@@ -93,7 +94,7 @@ def _flip(switch: str, model: str) -> Side:
 
 
 def _deep(label: str) -> Side:
-    return Side(label, "psnr_model")
+    return Side(label, PSNR_MODEL)
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -103,7 +104,7 @@ CLAIMS: tuple[Claim, ...] = (
         "beta = 0.2 each make it train; x0.1 init beats beta = 0.2; both together are "
         "slightly better still",
         "supplementary section 2, Fig. 4 (64 residual blocks, L1, Set5 PSNR curves)",
-        ("small_init", "beta"), "psnr_model", "psnr",
+        ("small_init", "beta"), PSNR_MODEL, "psnr",
         "depth, not width: a deep, narrow no-BN residual trunk, stage 1 (L1) only",
         "deep",
         (Effect("x0.1 init - plain MSRA", _deep("x0.1 init"), _deep("plain MSRA"), "psnr", +1,
@@ -121,9 +122,9 @@ CLAIMS: tuple[Claim, ...] = (
         "removing BatchNorm from G raises the PSNR-oriented model's PSNR and removes the "
         "artifacts BN brings when training and test statistics differ",
         "section 3.1; supplementary section 1 (qualitative)",
-        ("bn",), "psnr_model", "psnr",
+        ("bn",), PSNR_MODEL, "psnr",
         "PSNR-oriented models, replicated over seeds", "default",
-        (Effect("ESRGAN - ESRGAN +BN", _esr("psnr_model"), _flip("bn", "psnr_model"), "psnr",
+        (Effect("ESRGAN - ESRGAN +BN", _esr(PSNR_MODEL), _flip("bn", PSNR_MODEL), "psnr",
                 +1),),
         qualitative="BN artifacts: shown in the crop grid only",
     ),
@@ -131,19 +132,19 @@ CLAIMS: tuple[Claim, ...] = (
         "C3", "The RRDB trunk raises PSNR",
         "the RRDB trunk is more expressive than SRGAN's residual blocks: a higher PSNR of the "
         "PSNR-oriented model", "section 3.1, Table 2 (RRDB_PSNR)",
-        ("rrdb",), "psnr_model", "psnr",
+        ("rrdb",), PSNR_MODEL, "psnr",
         "PSNR-oriented models at equal steps, replicated over seeds", "default",
-        (Effect("ESRGAN - ESRGAN w/o RRDB", _esr("psnr_model"), _flip("rrdb", "psnr_model"),
+        (Effect("ESRGAN - ESRGAN w/o RRDB", _esr(PSNR_MODEL), _flip("rrdb", PSNR_MODEL),
                 "psnr", +1),),
     ),
     Claim(
         "C4", "RaGAN lowers NIQE",
         "the relativistic average discriminator gives sharper, more detailed textures than "
         "the standard GAN", "section 3.2, Fig. 8",
-        ("ragan",), "gan_model", "niqe",
+        ("ragan",), GAN_MODEL, "niqe",
         "a GAN stage that moves the generator towards natural textures (the paper: 400k steps "
         "on DF2K with an ImageNet VGG19) and enough seeds for a small effect", "default",
-        (Effect("ESRGAN - ESRGAN standard GAN", _esr("gan_model"), _flip("ragan", "gan_model"),
+        (Effect("ESRGAN - ESRGAN standard GAN", _esr(GAN_MODEL), _flip("ragan", GAN_MODEL),
                 "niqe", -1),),
     ),
     Claim(
@@ -152,13 +153,13 @@ CLAIMS: tuple[Claim, ...] = (
         "ImageNet VGG19), supervise weakly and give an output brightness inconsistent with the "
         "HR image; features before activation fix both",
         "section 3.3, Fig. 9 (brightness histogram and crop)",
-        ("vgg_before_act",), "gan_model", "niqe",
+        ("vgg_before_act",), GAN_MODEL, "niqe",
         "a trained (ImageNet) VGG19 for the premise; the brightness part is measurable with any "
         "VGG19", "default",
-        (Effect("ESRGAN - ESRGAN after-act VGG", _esr("gan_model"),
-                _flip("vgg_before_act", "gan_model"), "niqe", -1),
-         Effect("|brightness shift|: ESRGAN - after-act", _esr("gan_model"),
-                _flip("vgg_before_act", "gan_model"), "brightness_error", -1, decides=False)),
+        (Effect("ESRGAN - ESRGAN after-act VGG", _esr(GAN_MODEL),
+                _flip("vgg_before_act", GAN_MODEL), "niqe", -1),
+         Effect("|brightness shift|: ESRGAN - after-act", _esr(GAN_MODEL),
+                _flip("vgg_before_act", GAN_MODEL), "brightness_error", -1, decides=False)),
         premise="after-activation conv5_4 features are sparse (paper: 11.17% active)",
         needs={"max_active_fraction": 0.25},
     ),
@@ -167,21 +168,21 @@ CLAIMS: tuple[Claim, ...] = (
         "interpolating the weights of the PSNR-oriented and the GAN model lies closer to the "
         "lower-left of the perception-distortion plane than interpolating their images",
         "section 3.4, Fig. 10",
-        (), "gan_model", "niqe",
+        (), GAN_MODEL, "niqe",
         "the two curves from the same pair of models, a GAN model better than its PSNR model "
         "perceptually (else both curves only trade PSNR away)", "default",
-        (Effect("network - image NIQE at equal PSNR", _esr("gan_model"), _esr("psnr_model"),
+        (Effect("network - image NIQE at equal PSNR", _esr(GAN_MODEL), _esr(PSNR_MODEL),
                 "niqe", -1, kind="interpolation"),),
     ),
     Claim(
         "C7", "The GAN stage trades distortion for perception",
         "the GAN model has a better perceptual score (lower NIQE / PI) than its PSNR-oriented "
         "model, at a cost in PSNR", "Fig. 2 (PIRM perception-distortion plane)",
-        (), "gan_model", "niqe",
+        (), GAN_MODEL, "niqe",
         "a perceptual loss on trained (ImageNet) VGG19 features and GAN steps to match (the "
         "paper: 400k on DF2K); a random VGG19's features are not a perceptual measure", "default",
-        (Effect("GAN - PSNR model NIQE", _esr("gan_model"), _esr("psnr_model"), "niqe", -1),
-         Effect("GAN - PSNR model PSNR (the cost)", _esr("gan_model"), _esr("psnr_model"),
+        (Effect("GAN - PSNR model NIQE", _esr(GAN_MODEL), _esr(PSNR_MODEL), "niqe", -1),
+         Effect("GAN - PSNR model PSNR (the cost)", _esr(GAN_MODEL), _esr(PSNR_MODEL),
                 "psnr", -1, decides=False)),
     ),
     Claim(
@@ -189,9 +190,9 @@ CLAIMS: tuple[Claim, ...] = (
         "(not a claim of the paper) a trained PSNR-oriented model must beat bicubic "
         "upscaling on PSNR before any other effect means anything",
         "every SR paper's table (RRDB_PSNR: Set5 32.73 dB against bicubic's 28.42)",
-        (), "psnr_model", "psnr",
+        (), PSNR_MODEL, "psnr",
         "stage-1 steps enough to pass bicubic", "default",
-        (Effect("PSNR model - bicubic", _esr("psnr_model"), _esr("bicubic"), "psnr", +1),),
+        (Effect("PSNR model - bicubic", _esr(PSNR_MODEL), _esr(BICUBIC), "psnr", +1),),
         gate=True,
     ),
 )

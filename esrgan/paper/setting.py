@@ -1,7 +1,7 @@
 """The paper's training setting (section 4 and the supplementary material), as data.
 
 The ``paper`` preset takes its values from here, and a run's record lists every value of its
-own that differs from these ("departures from the paper").
+own that differs from these (its departures from the paper, ``esrgan.paper.departures``).
 """
 
 from __future__ import annotations
