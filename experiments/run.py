@@ -441,7 +441,7 @@ def unrecorded_end(observers: list[Any]) -> None:
 
 def command_line(argv: list[str]) -> None:
     """``python experiments/run.py ...``: the stores from argv, observers, then Sacred."""
-    from experiments.store.observer import ignore_sacred_store_options, observers_for
+    from experiments.store.observer import attach_stores
 
     # A warning is one line for the user (the message says what and where), not a source line.
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
@@ -454,11 +454,10 @@ def command_line(argv: list[str]) -> None:
         rest, notice = vgg_fallback(rest)
         ex = make_experiment(stores)
         observed = not any(a.startswith("print_") for a in rest)  # print_config: no run
-        if observed and distributed.launch_rank() == 0:  # a torchrun worker logs nothing
-            ex.observers.extend(observers_for(stores))
+        # a torchrun worker logs nothing
+        attach_stores(ex, stores, observed=observed and distributed.launch_rank() == 0)
     except (MongoUnavailable, ValueError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    ignore_sacred_store_options(ex)  # Sacred's -F/-m are in `stores` already
     # The training loop saves its checkpoint on KeyboardInterrupt; Terminated is one.
     signal.signal(signal.SIGTERM, _terminate)
     if notice:

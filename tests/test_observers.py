@@ -1,8 +1,9 @@
 """experiments/store (observer, mongo, targets, sync) against real Sacred runs and a real
 nx-27017 server.
 
-Each run is a subprocess (``python tiny.py with ...``) so that exit codes, stderr and hangs are
-what a user would see; every subprocess has a timeout.
+Each whole run is a subprocess (``python tiny.py ...``) so that exit codes, stderr and hangs are
+what a user would see; every subprocess has a timeout. tiny.py takes its stores the way
+``run.py``'s ``command_line`` does: ``targets.from_argv``, then ``observer.attach_stores``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ import pymongo
 import pytest
 from conftest import free_port
 from sacred import Experiment
-from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver
 
 from experiments.store.mongo import MongoUnavailable
 from experiments.store.mongo import parse_target as parse_mongo_target
 from experiments.store.mongo import ping as ping_mongo
-from experiments.store.observer import ResilientMongoObserver, harden_observers, make_observers
+from experiments.store.observer import (
+    AtomicFileStorageObserver,
+    ResilientMongoObserver,
+    attach_stores,
+    observers_for,
+)
 from experiments.store.sync import sync_file_run_to_mongo
-from experiments.store.targets import sacred_mongo_arg
+from experiments.store.targets import from_argv, sacred_mongo_arg
 
-# A tiny experiment wired the way run.py wires its observers: --mongo (ours) or -m (Sacred's).
+# A tiny experiment whose stores come from its command line as run.py's command_line takes
+# them: --runs/--mongo (ours), -F/-m (Sacred's), ESRGAN_RUNS/ESRGAN_MONGO.
 TINY = '''
 """Tiny Sacred experiment for tests/test_observers.py."""
 import os
@@ -37,28 +43,17 @@ import time
 from pathlib import Path
 
 from experiments.store.mongo import MongoUnavailable
-from experiments.store.mongo import parse_target as parse_mongo_target
-from experiments.store.mongo import ping as ping_mongo
-from experiments.store.observer import make_observers, use_resilient_mongo
-from experiments.store.targets import sacred_mongo_arg
+from experiments.store.observer import attach_stores
+from experiments.store.targets import from_argv
 from sacred import Experiment
 
-RUNS = Path(os.environ["RUNS_DIR"])
-argv = list(sys.argv)
-mongo = None
-if "--mongo" in argv:
-    i = argv.index("--mongo")
-    mongo = argv[i + 1]
-    del argv[i:i + 2]
+RUNS = Path(os.environ["ESRGAN_RUNS"])
 ex = Experiment("tiny_observed")
 try:
-    ex.observers.extend(make_observers(RUNS, mongo))
-    own = sacred_mongo_arg(argv)
-    if own:
-        ping_mongo(parse_mongo_target(own, default_db="sacred")[0], flag="-m")
-except MongoUnavailable as exc:
-    sys.exit(str(exc))
-use_resilient_mongo(ex)
+    stores, argv = from_argv(sys.argv)
+    attach_stores(ex, stores)
+except (MongoUnavailable, ValueError, OSError) as exc:
+    sys.exit(f"error: {exc}")
 
 
 @ex.config
@@ -97,7 +92,8 @@ def _script(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     script.write_text(TINY)
     runs = tmp_path / "runs"
     runs.mkdir()
-    env = dict(os.environ, RUNS_DIR=str(runs), PYTHONWARNINGS="ignore")
+    env = dict(os.environ, ESRGAN_RUNS=str(runs), PYTHONWARNINGS="ignore")
+    env.pop("ESRGAN_MONGO", None)
     return script, env
 
 
@@ -168,36 +164,50 @@ def test_ping_fails_fast_with_one_clear_line(url: str, reason: str) -> None:
     assert "secret" not in message
 
 
-def test_ping_and_make_observers_against_a_live_server(mongo_server, tmp_path: Path) -> None:
+def test_ping_and_observers_for_a_live_server(mongo_server, tmp_path: Path) -> None:
     ping_mongo(mongo_server.url)
-    observers = make_observers(tmp_path / "runs", f"{mongo_server.url}/obs_make")
-    assert [type(o) for o in observers] == [FileStorageObserver, ResilientMongoObserver]
+    runs = ["--runs", str(tmp_path / "runs")]
+    stores, _ = from_argv(["run.py", *runs, "--mongo", f"{mongo_server.url}/obs_make"], environ={})
+    observers = observers_for(stores)
+    assert [type(o) for o in observers] == [AtomicFileStorageObserver, ResilientMongoObserver]
     file_store, mongo = observers
     assert file_store.priority > mongo.priority  # the complete record is written first
     assert mongo.runs.database.name == "obs_make"
     assert mongo.file_store is file_store
-    assert make_observers(None, None) == []
+    assert mongo._client.options.server_selection_timeout <= 5  # seconds, not pymongo's 30
+    mongo._client.close()
+    only_files, _ = from_argv(["run.py", *runs], environ={})
+    assert [type(o) for o in observers_for(only_files)] == [AtomicFileStorageObserver]
 
 
-def test_harden_swaps_plain_and_queued_observers(mongo_server) -> None:
-    ex = Experiment("harden_me")
-    file_store = FileStorageObserver("unused_runs")
-    ex.observers = [
-        file_store,
-        MongoObserver(mongo_server.url, db_name="obs_harden", collection_prefix="pre"),
-        QueuedMongoObserver(url=mongo_server.url, db_name="obs_queued"),
-    ]
-    assert harden_observers(ex) == 2
-    assert harden_observers(ex) == 0
-    plain, queued = ex.observers[1], ex.observers[2]
-    assert isinstance(plain, ResilientMongoObserver)
-    assert isinstance(queued, ResilientMongoObserver)
-    assert (plain.runs.database.name, plain.runs.name, plain.metrics.name) == (
-        "obs_harden", "pre_runs", "pre_metrics")
-    assert queued.runs.database.name == "obs_queued"
-    assert plain.file_store is file_store
-    topology = plain._client.options.server_selection_timeout
-    assert topology <= 5  # seconds, not pymongo's 30
+def test_sacred_store_options_are_read_once(mongo_server, tmp_path: Path) -> None:
+    """Sacred's -F and -m name the stores; Sacred adds no plain observer of its own."""
+    runs = tmp_path / "sacred_runs"
+    argv = ["tiny", "-F", str(runs), "-m", f"127.0.0.1:{mongo_server.port}:obs_sacred"]
+    stores, rest = from_argv(argv, environ={})
+    assert rest == argv  # Sacred still parses them, and is told to leave them alone
+    assert (stores.runs, stores.mongo) == (runs, f"{mongo_server.url}/obs_sacred")
+    ex = _tiny_experiment([])
+    attach_stores(ex, stores)
+    run = ex.run_commandline([*rest, "--capture=no"])
+    assert [type(o) for o in run.observers] == [AtomicFileStorageObserver,
+                                                ResilientMongoObserver]
+    file_store, mongo = run.observers
+    assert (mongo.runs.database.name, mongo.runs.name, mongo.metrics.name) == (
+        "obs_sacred", "runs", "metrics")
+    assert mongo.file_store is file_store
+    assert mongo._client.options.server_selection_timeout <= 5  # seconds, not pymongo's 30
+    (run_dir,) = _run_dirs(runs)
+    client = pymongo.MongoClient(mongo_server.url, serverSelectionTimeoutMS=3000)
+    doc = client["obs_sacred"].runs.find_one({"_id": mongo.run_entry["_id"]})
+    assert doc["status"] == "COMPLETED" and doc["result"] == 1.25
+    assert doc["experiment"]["name"] == "in_process"
+    assert doc["meta"]["file_store_dir"] == str(run_dir.resolve())
+    client.close()
+    # Sacred's collection suffix would write where no reader of the project looks: one line
+    with pytest.raises(ValueError, match="collection suffix is not taken") as refused:
+        from_argv(["tiny", "-m", f"127.0.0.1:{mongo_server.port}:obs.pre"], environ={})
+    assert "\n" not in str(refused.value) and "--mongo" in str(refused.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,51 +360,36 @@ def _tiny_experiment(observers: list) -> Experiment:
     return ex
 
 
-def test_dead_at_start_with_file_store_runs_on(tmp_path: Path, caplog) -> None:
-    file_store = FileStorageObserver(str(tmp_path / "runs"), priority=100)
-    dead = ResilientMongoObserver(f"mongodb://127.0.0.1:{free_port()}", db_name="obs_dead",
-                                  file_store=file_store, timeout_s=0.5)
-    ex = _tiny_experiment([file_store, dead])
+def test_dead_at_start_with_file_store_runs_on(mongo_factory, tmp_path: Path, caplog) -> None:
+    server = mongo_factory()
+    stores, _ = from_argv(["tiny", "--runs", str(tmp_path / "runs"),
+                           "--mongo", f"{server.url}/obs_dead"], environ={})
+    observers = observers_for(stores, timeout_s=0.5)  # the ping passes
+    dead = observers[1]
+    server.stop()  # gone between the ping and the start
+    ex = _tiny_experiment(observers)
     start = time.monotonic()
     with caplog.at_level("WARNING", logger="esrgan.observers"):
         run = ex.run(options={"--capture": "no"})
     assert time.monotonic() - start < 5
     assert run.status == "COMPLETED" and run.result == 1.25
-    assert dead.lost
+    assert dead.lost_at is not None
     lost = [r.getMessage() for r in caplog.records if "MongoDB lost at" in r.getMessage()]
     assert len(lost) == 1 and "(connection refused)" in lost[0]
     (run_dir,) = _run_dirs(tmp_path / "runs")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "COMPLETED"
 
 
-def test_dead_at_start_without_file_store_fails_fast(tmp_path: Path) -> None:
-    dead = ResilientMongoObserver(f"mongodb://127.0.0.1:{free_port()}", db_name="obs_dead",
-                                  timeout_s=0.5)
+def test_dead_at_start_fails_fast_before_the_run(tmp_path: Path) -> None:
+    stores, _ = from_argv(["tiny", "--runs", str(tmp_path / "runs"),
+                           "--mongo", f"mongodb://127.0.0.1:{free_port()}/obs_dead"], environ={})
     ran = []
-    ex = _tiny_experiment([dead])
+    ex = _tiny_experiment([])
     ex.pre_run_hook(lambda: ran.append(True))
     start = time.monotonic()
     with pytest.raises(MongoUnavailable, match="connection refused"):
+        attach_stores(ex, stores)
         ex.run(options={"--capture": "no"})
     assert time.monotonic() - start < 5
     assert ran == []
-
-
-def test_harden_a_started_run_carries_the_entry_over(mongo_server, tmp_path: Path) -> None:
-    plain = MongoObserver(mongo_server.url, db_name="obs_started")
-    ex = _tiny_experiment([FileStorageObserver(str(tmp_path / "runs")), plain])
-    swapped = []
-
-    @ex.pre_run_hook
-    def harden(_run) -> None:  # runs after started_event, before main
-        swapped.append(harden_observers(_run))
-
-    run = ex.run(options={"--capture": "no"})
-    assert swapped == [1]
-    (resilient,) = [o for o in run.observers if isinstance(o, ResilientMongoObserver)]
-    client = pymongo.MongoClient(mongo_server.url, serverSelectionTimeoutMS=3000)
-    doc = client["obs_started"].runs.find_one({"_id": resilient.run_entry["_id"]})
-    assert doc["status"] == "COMPLETED" and doc["result"] == 1.25
-    assert doc["experiment"]["name"] == "in_process"
-    client.close()
-    plain._client.close()
+    assert not (tmp_path / "runs").exists() or _run_dirs(tmp_path / "runs") == []

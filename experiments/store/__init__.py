@@ -22,7 +22,6 @@ from experiments.store.reader import (
     mongo_completed,
     open_store,
     open_stores,
-    reconcile,
     select_runs,
 )
 from experiments.store.record import Key, RunRecord
@@ -39,7 +38,6 @@ __all__ = [
     "mongo_completed",
     "open_store",
     "open_stores",
-    "reconcile",
     "redact",
     "select_runs",
 ]

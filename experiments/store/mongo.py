@@ -3,7 +3,8 @@
 Every MongoDB client of the project is made by :func:`connect`, so every one waits at most
 :data:`TIMEOUT_S` for a server and no message ever shows a password (:func:`redact`).
 A target is a ``mongodb://`` URL (its path names the database, default ``esrgan``) or one of
-Sacred's ``-m`` forms (``HOST:PORT:DB``, ``HOST:PORT``, ``DB``; default database ``sacred``).
+Sacred's ``-m`` forms (``HOST:PORT:DB``, ``HOST:PORT``, ``DB``; Sacred's own ``-m`` defaults to
+database ``sacred``, see ``targets``).
 """
 
 from __future__ import annotations

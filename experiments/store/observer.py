@@ -3,9 +3,9 @@
 Every run is written to Sacred's FileStorageObserver (the complete record) and, when asked, to
 MongoDB through :class:`ResilientMongoObserver`: short timeouts, and a server lost mid-run
 costs one warning line while the run goes on (it is uploaded later with
-``experiments.store.sync``). Sacred's own ``-m`` observer is replaced through an option hook
-(:func:`use_resilient_mongo`), so ``-m HOST:PORT:DB`` gets the same behaviour. Why each
-measure is needed (what plain Sacred and pymongo do when the server is down): docs/observers.md.
+``experiments.store.sync``). :func:`attach_stores` is how ``run.py`` hands a command's stores
+(``targets.from_argv``, Sacred's ``-F``/``-m`` included) to its Experiment. Why each measure is
+needed (what plain Sacred and pymongo do when the server is down): docs/observers.md.
 
 Document size: the observer writes what Sacred writes (``info``, ``captured_out``, one metrics
 document per run and name); keep images and per-pixel data out of ``info`` and metrics.
@@ -26,23 +26,17 @@ import pymongo
 import pymongo.errors
 from sacred.observers import FileStorageObserver, MongoObserver, RunObserver
 from sacred.observers.mongo import force_bson_encodeable
-from sacred.observers.queue import QueueObserver
 from sacred.serializer import flatten
 from sacred.utils import ObserverError
 
 from esrgan.files import atomic_write, check_output_dir
 from experiments.store.mongo import (
-    DEFAULT_DB,
-    SACRED_DEFAULT_DB,
     SOCKET_TIMEOUT_S,
     TIMEOUT_S,
     connect,
-    parse_target,
     ping,
     reason_from_text,
     run_bounded,
-    sacred_mongo_kwargs,
-    unreachable,
 )
 from experiments.store.targets import StoreTargets
 
@@ -51,9 +45,8 @@ MONGO_PRIORITY = 10  # below Sacred's FileStorageObserver default (20) as well
 
 LOGGER = logging.getLogger("esrgan.observers")
 
-def _file_store_dir(file_store: FileStorageObserver | None) -> str | None:
-    if file_store is None:
-        return None
+
+def _file_store_dir(file_store: FileStorageObserver) -> str | None:
     run_dir = getattr(file_store, "dir", None)
     return str(Path(run_dir).resolve()) if run_dir else None
 
@@ -98,46 +91,25 @@ class ResilientMongoObserver(MongoObserver):
     """A MongoObserver with short timeouts that gives up on a lost server instead of waiting.
 
     ``file_store`` is the FileStorageObserver that holds the complete record of the run: its
-    run folder is written into ``meta.file_store_dir`` and named in the warning. With no file
-    store, a server that fails at start raises MongoUnavailable (the run would be recorded
-    nowhere); with one, the run continues.
+    run folder is written into ``meta.file_store_dir`` and named in the warning, and the run
+    continues there when the server fails, at start or later.
     """
-
-    RESILIENT = True  # checked by attribute: this module may be imported under two names
 
     def __init__(
         self,
-        url: str | list[str] | None = None,
-        db_name: str = DEFAULT_DB,
-        collection: str = "runs",
-        collection_prefix: str = "",
-        overwrite: int | str | None = None,
-        priority: int = MONGO_PRIORITY,
-        client: pymongo.MongoClient | None = None,
-        failure_dir: str | None = None,
-        file_store: FileStorageObserver | None = None,
+        url: str,
+        *,
+        db_name: str,
+        file_store: FileStorageObserver,
         timeout_s: float = TIMEOUT_S,
-        socket_timeout_s: float = SOCKET_TIMEOUT_S,
-        **client_kwargs: Any,
     ) -> None:
-        self._owns_client = client is None
-        if client is None:
-            client = connect(url, timeout_s, socket_timeout_s, **client_kwargs)
-        self.url = url
         self.timeout_s = timeout_s
         self.file_store = file_store
         self.lost_at: dt.datetime | None = None
         self._lock = threading.Lock()
         self._finished = False
-        super().__init__(
-            db_name=db_name,
-            collection=collection,
-            collection_prefix=collection_prefix,
-            overwrite=overwrite,
-            priority=priority,
-            client=client,
-            failure_dir=failure_dir,
-        )
+        super().__init__(db_name=db_name, priority=MONGO_PRIORITY,
+                         client=connect(url, timeout_s, SOCKET_TIMEOUT_S))
 
     # -- the guard every event goes through -----------------------------------------------------
 
@@ -159,23 +131,15 @@ class ResilientMongoObserver(MongoObserver):
             if self.lost_at is not None:
                 return
             self.lost_at = dt.datetime.now().replace(microsecond=0)
-        where = _file_store_dir(self.file_store)
-        if where is None and self.file_store is not None:
-            where = str(Path(self.file_store.basedir).resolve())
-        tail = (
-            f"its complete record is in the file store at {where}"
-            f" (upload it later: python -m experiments.store.sync {where} --mongo URL)"
-            if where
-            else "it has no file store, so MongoDB will not hold its end"
-        )
+        where = _file_store_dir(self.file_store) or str(Path(self.file_store.basedir).resolve())
+        tail = (f"its complete record is in the file store at {where}"
+                f" (upload it later: python -m experiments.store.sync {where} --mongo URL)")
         reason = reason_from_text(str(exc), self.timeout_s)
         LOGGER.warning("MongoDB lost at %s (%s): this run continues; %s",
                        self.lost_at.isoformat(sep=" "), reason, tail)
 
     def _close(self) -> None:
         self._finished = True
-        if not self._owns_client:
-            return
         if self.lost_at is not None:
             # Why: close() sends endSessions first, which waits a full server selection on a
             # dead server (measured: 3 s after the run ended). The server expires them itself.
@@ -185,11 +149,6 @@ class ResilientMongoObserver(MongoObserver):
                 pass
         # Why close at all: pymongo joins its monitor threads at interpreter exit (1 s each).
         run_bounded(self._client.close, 2.0)
-
-    @property
-    def lost(self) -> bool:
-        """True once the server was lost during this run."""
-        return self.lost_at is not None
 
     # -- Sacred events --------------------------------------------------------------------------
 
@@ -207,7 +166,7 @@ class ResilientMongoObserver(MongoObserver):
         meta_info: dict,
         _id: Any,
     ) -> Any:
-        """Insert the run; on a dead server continue with the file store or raise."""
+        """Insert the run; on a dead server the run continues in the file store."""
         meta = dict(meta_info)
         store = _file_store_dir(self.file_store)
         if store is not None:
@@ -220,13 +179,6 @@ class ResilientMongoObserver(MongoObserver):
                 ex_info, command, host_info, start_time, config, meta, _id
             )
         except pymongo.errors.ConnectionFailure as exc:
-            if self.file_store is None:
-                self._close()
-                raise unreachable(
-                    str(self.url or "localhost:27017"),
-                    reason_from_text(str(exc), self.timeout_s),
-                    "start it or fix the URL; this run has no file store, so it stops here",
-                ) from exc
             self._mark_lost(exc)
             return _id
 
@@ -274,8 +226,6 @@ class ResilientMongoObserver(MongoObserver):
         try:
             super().insert()
         except pymongo.errors.DuplicateKeyError:
-            if self.overwrite:
-                raise
             # Why: the file store numbers runs by its own folders; a shared server may already
             # hold that number. meta.file_store_dir links the two records.
             self.run_entry["_id"] = None
@@ -314,64 +264,35 @@ class ResilientMongoObserver(MongoObserver):
 
 
 # ----------------------------------------------------------------------------------------------
-# Building and hardening observer lists
+# The observers of a command
 
 
-def make_observers(
-    file_root: str | Path | None,
-    mongo: str | None,
-    *,
-    db_name: str | None = None,
-    timeout_s: float = TIMEOUT_S,
-    flag: str = "--mongo",
-) -> list[RunObserver]:
-    """The observers of one run: the file store at ``file_root`` and, if ``mongo``, MongoDB.
-
-    ``mongo`` is a ``mongodb://`` URL or a Sacred ``-m`` form (see parse_mongo_target);
-    ``db_name`` overrides the database it names. The server is pinged first: MongoUnavailable
-    (one line, naming ``flag``) when it does not answer within ``timeout_s``.
-    """
-    observers: list[RunObserver] = []
-    file_store = None
-    if file_root is not None:
-        file_store = FileStorageObserver(str(file_root), priority=FILE_STORE_PRIORITY)
-        observers.append(file_store)
-    if mongo:
-        url, db = parse_target(mongo)
-        ping(url, timeout_s=timeout_s, flag=flag)
-        observers.append(
-            ResilientMongoObserver(
-                url, db_name=db_name or db, file_store=file_store, timeout_s=timeout_s
-            )
-        )
-    return observers
-
-
-def observers_for(stores: StoreTargets) -> list[RunObserver]:
+def observers_for(stores: StoreTargets, timeout_s: float = TIMEOUT_S) -> list[RunObserver]:
     """The observers of a ``run.py`` command: its file store and, when named, MongoDB.
 
-    MongoDB given as Sacred's ``-m`` keeps Sacred's meaning (database ``sacred`` by default,
-    its collection and priority suffixes). The server is pinged first: MongoUnavailable (one
-    line, naming the flag to drop) when it does not answer.
+    The server is pinged first: MongoUnavailable (one line, naming the option to drop) when it
+    does not answer within ``timeout_s``, the observer's own timeout too.
     """
     check_output_dir(stores.runs)  # a store under a file or unwritable: one line, now
     file_store = AtomicFileStorageObserver(str(stores.runs), priority=FILE_STORE_PRIORITY)
     observers: list[RunObserver] = [file_store]
-    pair = stores.mongo_url_db
-    if pair is not None:
-        url, db = pair
-        ping(url, flag=stores.mongo_flag)
-        kwargs = sacred_mongo_kwargs(stores.mongo) if stores.mongo_flag == "-m" else {}
-        kwargs.pop("url", None)
-        kwargs["db_name"] = db
-        kwargs["priority"] = min(int(kwargs.get("priority", MONGO_PRIORITY)), MONGO_PRIORITY)
-        observers.append(ResilientMongoObserver(url, **kwargs, file_store=file_store))
+    if stores.mongo_url_db is not None:
+        url, db = stores.mongo_url_db
+        ping(url, timeout_s=timeout_s, flag=stores.mongo_flag)
+        observers.append(ResilientMongoObserver(url, db_name=db, file_store=file_store,
+                                                timeout_s=timeout_s))
     return observers
 
 
-def ignore_sacred_store_options(ex: Any) -> None:
-    """Take Sacred's ``-F``/``-m`` out of Sacred's hands: ``run.py`` has read them into its
-    StoreTargets (and attached those observers), so Sacred must not add a second store."""
+def attach_stores(ex: Any, stores: StoreTargets, observed: bool = True) -> None:
+    """Hand ``stores`` to the Sacred Experiment ``ex``: its observers when ``observed``, and
+    Sacred's own ``-F``/``-m`` taken out of Sacred's hands (``targets.from_argv`` has read
+    them into ``stores``), so that Sacred adds no second store of its own.
+
+    Raises MongoUnavailable, or OSError for a file store that cannot be written.
+    """
+    if observed:
+        ex.observers.extend(observers_for(stores))
 
     def store_options_read_already(options: dict) -> None:
         for key in ("--file_storage", "--mongo_db"):
@@ -379,96 +300,3 @@ def ignore_sacred_store_options(ex: Any) -> None:
                 options[key] = None
 
     ex.option_hook(store_options_read_already)
-
-
-def _settings_of(observer: MongoObserver) -> dict[str, Any]:
-    """Constructor arguments that rebuild ``observer`` against the same server and collections."""
-    client = observer._client
-    init = dict(getattr(client, "_init_kwargs", {}) or {})
-    url = init.pop("host", None)
-    if url is None:
-        url = [f"{h}:{p}" for h, p in client.topology_description.server_descriptions()]
-    init.pop("port", None)
-    init.pop("connect", None)
-    for key in ("serverSelectionTimeoutMS", "connectTimeoutMS", "socketTimeoutMS"):
-        init.pop(key, None)  # replaced by the short ones
-    runs_name = observer.runs.name
-    metrics_name = observer.metrics.name if observer.metrics is not None else "metrics"
-    prefix = runs_name[: -len("runs")].rstrip("_") if runs_name.endswith("runs") else ""
-    settings: dict[str, Any] = {
-        "url": url,
-        "db_name": observer.runs.database.name,
-        "priority": min(observer.priority, MONGO_PRIORITY),
-        "failure_dir": observer.failure_dir,
-        **{k: v for k, v in init.items() if v is not None},
-    }
-    if prefix and metrics_name == f"{prefix}_metrics":
-        settings["collection_prefix"] = prefix
-    elif runs_name != "runs":
-        settings["collection"] = runs_name
-    return settings
-
-
-def _resilient_from(observer: RunObserver, file_store: FileStorageObserver | None) -> RunObserver:
-    plain = observer._covered_observer if isinstance(observer, QueueObserver) else observer
-    if not isinstance(plain, MongoObserver) or getattr(plain, "RESILIENT", False):
-        return observer
-    resilient = ResilientMongoObserver(**_settings_of(plain), file_store=file_store)
-    # Carry a run already started by the plain observer over to the resilient one.
-    resilient.run_entry = plain.run_entry
-    resilient.overwrite = plain.overwrite
-    return resilient
-
-
-def harden_observers(target: Any) -> int:
-    """Swap plain/queued MongoObservers in ``target.observers`` for ResilientMongoObservers.
-
-    ``target`` is a sacred Experiment (before its run) or a Run (before or during it: a started
-    run entry is carried over). Returns how many observers were swapped. The swapped-out
-    observer's client is left open: it may be shared, and its owner closes it.
-    """
-    observers = target.observers
-    file_store = next((o for o in observers if isinstance(o, FileStorageObserver)), None)
-    swapped = 0
-    for i, obs in enumerate(list(observers)):
-        new = _resilient_from(obs, file_store)
-        if new is not obs:
-            observers[i] = new
-            swapped += 1
-    return swapped
-
-
-def use_resilient_mongo(ex: Any, timeout_s: float = TIMEOUT_S) -> None:
-    """Make Sacred's own ``-m``/``--mongo_db`` option use a ResilientMongoObserver.
-
-    Registers an option hook on the Experiment ``ex``: it takes ``--mongo_db`` out of the
-    options before Sacred applies them (recording the value as ``resilient_mongo_db``), adds
-    the equivalent resilient observer to ``ex.observers`` (linked to the file store there)
-    and hardens any plain MongoObserver already in ``ex.observers``. No ping happens here:
-    ping in run.py with sacred_mongo_arg + ping_mongo, which gives the one-line error.
-    """
-    if any(getattr(h, "_esrgan_resilient_mongo", False) for h in ex.option_hooks):
-        return
-
-    def resilient_mongo_option(options: dict) -> None:
-        # Drop the observer a previous run of this experiment object added.
-        ex.observers[:] = [o for o in ex.observers if not getattr(o, "_from_option", False)]
-        harden_observers(ex)
-        value = options.get("--mongo_db")
-        if not value:
-            return
-        kwargs = sacred_mongo_kwargs(str(value))
-        kwargs.setdefault("db_name", SACRED_DEFAULT_DB)
-        file_store = next((o for o in ex.observers if isinstance(o, FileStorageObserver)), None)
-        observer = ResilientMongoObserver(**kwargs, file_store=file_store, timeout_s=timeout_s)
-        observer._from_option = True
-        ex.observers.append(observer)
-        options["--mongo_db"] = None  # Sacred must not add its own plain observer as well
-        options["resilient_mongo_db"] = value
-
-    resilient_mongo_option._esrgan_resilient_mongo = True
-    ex.option_hook(resilient_mongo_option)
-
-
-# ----------------------------------------------------------------------------------------------
-# Uploading a file-store run

@@ -3,14 +3,14 @@
 One place reads every way of naming them, so that the observers, the "already COMPLETED"
 check and the matrix always look at the same stores:
 
-- the file store: ``--runs DIR``, Sacred's own ``-F DIR`` / ``--file_storage=DIR``, the
-  environment variable ``ESRGAN_RUNS``, else ``./runs``;
-- MongoDB: ``--mongo URL``, Sacred's own ``-m HOST:PORT:DB`` / ``--mongo_db=...``, or the
-  environment variable ``ESRGAN_MONGO`` (how the matrix hands the URL to its cells, so that it
-  never shows in a process list or a log).
+- the file store: ``--runs DIR``, else the environment variable ``ESRGAN_RUNS``, else ``./runs``;
+- MongoDB: ``--mongo URL``, else the environment variable ``ESRGAN_MONGO`` (how the matrix
+  hands the URL to its cells, so that it never shows in a process list or a log).
 
-Sacred's ``-F`` and ``-m`` values are read here and then taken out of Sacred's hands (an
-option hook in ``run.py``), so they replace the default store instead of adding a second one.
+Sacred's own ``-F DIR`` and ``-m HOST:PORT:DB`` (and their long forms) are read here once, as
+``--runs DIR`` and ``--mongo mongodb://HOST:PORT/DB`` (database ``sacred`` when ``-m`` names
+none, as Sacred has it); nothing downstream sees Sacred's forms. Sacred itself is kept from
+adding a second store for them by ``observer.attach_stores``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.store.files import RUNS_ENV, runs_root
-from experiments.store.mongo import DEFAULT_DB, SACRED_DEFAULT_DB, parse_target, redact
+from experiments.store.mongo import SACRED_DEFAULT_DB, parse_target, redact, sacred_mongo_kwargs
 
 MONGO_ENV = "ESRGAN_MONGO"
 
@@ -32,16 +32,13 @@ class StoreTargets:
     """The stores of one command: a file store folder and an optional MongoDB target."""
 
     runs: Path
-    mongo: str | None = None  # a mongodb:// URL or one of Sacred's -m forms
-    mongo_flag: str = "--mongo"  # how it was given: '--mongo' or '-m' (for messages)
+    mongo: str | None = None  # a mongodb:// URL (or HOST:PORT:DB, database default 'esrgan')
+    mongo_flag: str = "--mongo"  # the option the user typed, named in messages only
 
     @property
     def mongo_url_db(self) -> tuple[str, str] | None:
-        """(url, database) of the MongoDB target (Sacred's -m defaults to database 'sacred')."""
-        if not self.mongo:
-            return None
-        default = SACRED_DEFAULT_DB if self.mongo_flag == "-m" else DEFAULT_DB
-        return parse_target(self.mongo, default_db=default)
+        """(url, database) of the MongoDB target."""
+        return parse_target(self.mongo) if self.mongo else None
 
     @property
     def mongo_target(self) -> str | None:
@@ -135,10 +132,27 @@ def _take(argv: Sequence[str], flag: str) -> tuple[str | None, list[str]]:
     return value, rest
 
 
+def _sacred_m(value: str) -> str:
+    """Sacred's ``-m`` value as the ``--mongo`` URL it means (database ``sacred`` by default).
+
+    Raises ValueError (one line) for Sacred's collection and run-id suffixes: every reader of
+    this project looks in the ``runs`` collection. A priority suffix changes nothing (the file
+    store is written first whatever it says).
+    """
+    extra = sorted(set(sacred_mongo_kwargs(value)) - {"url", "db_name", "priority"})
+    if extra:
+        raise ValueError(f"Sacred's -m {value!r}: its {' and '.join(extra)} suffix is not taken "
+                         "here (the stores keep runs in the collection 'runs'): give "
+                         "-m HOST:PORT:DB or --mongo mongodb://HOST:PORT/DB")
+    url, db = parse_target(value, default_db=SACRED_DEFAULT_DB)
+    return f"{url}/{db}"
+
+
 def from_argv(argv: Sequence[str], environ: Mapping[str, str] | None = None
               ) -> tuple[StoreTargets, list[str]]:
     """The stores named on a command line (and in the environment), and the argv left for
-    Sacred (``--runs``/``--mongo`` removed; Sacred's ``-F``/``-m`` stay, see the module).
+    Sacred (``--runs``/``--mongo`` removed; Sacred's ``-F``/``-m`` stay in it, read here as
+    ``--runs``/``--mongo``: see the module).
 
     Raises ValueError (one line) when two options name the same store.
     """
@@ -150,12 +164,10 @@ def from_argv(argv: Sequence[str], environ: Mapping[str, str] | None = None
         raise ValueError("both --runs and Sacred's -F name the file store: give one")
     if mongo and sacred_mongo:
         raise ValueError("both --mongo and Sacred's -m name a MongoDB: give one")
-    folder = Path(runs or sacred_runs) if (runs or sacred_runs) else None
-    if folder is None:
-        folder = Path(environ[RUNS_ENV]) if environ.get(RUNS_ENV) else runs_root()
-    if sacred_mongo:
-        return StoreTargets(folder, sacred_mongo, "-m"), rest
-    mongo = mongo or environ.get(MONGO_ENV) or None
+    runs = runs or sacred_runs or environ.get(RUNS_ENV)
+    folder = Path(runs) if runs else runs_root()
+    flag = "-m" if sacred_mongo else "--mongo"
+    mongo = _sacred_m(sacred_mongo) if sacred_mongo else mongo or environ.get(MONGO_ENV) or None
     if mongo:
         parse_target(mongo)  # a malformed target is refused here, before anything runs
-    return StoreTargets(folder, mongo, "--mongo"), rest
+    return StoreTargets(folder, mongo, flag), rest
