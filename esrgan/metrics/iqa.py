@@ -258,6 +258,13 @@ def _lpips_model(path: str, alexnet_path: str) -> nn.Module:
     return model.eval()
 
 
+def _distance(model: nn.Module, sr: np.ndarray, hr: np.ndarray, crop_border: int) -> float:
+    """A full-reference network's score of one image pair (HWC RGB in [0, 1])."""
+    with torch.no_grad():
+        return float(model(_to_batch(sr, crop_border).float(),
+                           _to_batch(hr, crop_border).float())[0])
+
+
 def lpips(
     sr: np.ndarray,
     hr: np.ndarray,
@@ -271,11 +278,7 @@ def lpips(
     if np.shape(sr) != np.shape(hr):
         raise ValueError(f"SR and HR shapes differ: {np.shape(sr)} vs {np.shape(hr)}")
     path = find_iqa_file(LPIPS_FILE, "LPIPS", weights_dir)
-    model = _lpips_model(str(path), str(_alexnet_file()))
-    with torch.no_grad():
-        a = _to_batch(sr, crop_border).float()
-        b = _to_batch(hr, crop_border).float()
-        return float(model(a, b)[0])
+    return _distance(_lpips_model(str(path), str(_alexnet_file())), sr, hr, crop_border)
 
 
 # torchvision's VGG16 ``features`` up to conv5_3's ReLU (index 29): conv widths, 'M' = pool.
@@ -395,7 +398,4 @@ def dists(
         raise ValueError(f"SR and HR shapes differ: {np.shape(sr)} vs {np.shape(hr)}")
     path = find_iqa_file(DISTS_FILE, "DISTS", weights_dir)
     model = _dists_model(str(path), str(_torchvision_file(VGG16_FILE, "DISTS", "VGG16")))
-    with torch.no_grad():
-        a = _to_batch(sr, crop_border).float()
-        b = _to_batch(hr, crop_border).float()
-        return float(model(a, b)[0])
+    return _distance(model, sr, hr, crop_border)
