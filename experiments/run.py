@@ -53,7 +53,15 @@ from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
 from esrgan.data import write_image  # noqa: E402
-from esrgan.evaluation import bicubic_images, center_crop, score, super_resolve  # noqa: E402
+from esrgan.evaluation import (  # noqa: E402
+    BICUBIC,
+    GAN_MODEL,
+    PSNR_MODEL,
+    bicubic_images,
+    center_crop,
+    score,
+    super_resolve,
+)
 from esrgan.files import OutputError, atomic_write, check_output_dir  # noqa: E402
 from esrgan.paper.departures import departures  # noqa: E402
 from esrgan.speed import set_deterministic  # noqa: E402
@@ -170,7 +178,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
         save_generator(psnr_path, generator, ema=ema1)
         sink.artifact(psnr_path)
         scored = ema1 if ema1 is not None else generator  # the moving average, when kept
-        sr = {"psnr_model": {name: super_resolve(scored, pairs, device)
+        sr = {PSNR_MODEL: {name: super_resolve(scored, pairs, device)
                              for name, pairs in sets.items()}}
 
     # ---- stage 2: GAN, G from stage 1's raw weights and its average from stage 1's (BasicSR's
@@ -193,15 +201,15 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
         save_generator(gan_path, generator, ema=outcome2.ema)
         sink.artifact(gan_path)
         scored = outcome2.ema if outcome2.ema is not None else generator
-        sr["gan_model"] = {name: super_resolve(scored, pairs, device)
+        sr[GAN_MODEL] = {name: super_resolve(scored, pairs, device)
                            for name, pairs in sets.items()}
 
     # ---- evaluation: validation set and test sets, the trained models and bicubic
-    result: dict[str, Any] = {"bicubic": {}, **{model: {} for model in sr}}
+    result: dict[str, Any] = {BICUBIC: {}, **{model: {} for model in sr}}
     left_out: dict[str, str] = {}  # metrics asked for whose weight files are not on disk
     rows = []
     for set_name, pairs in sets.items():
-        images = {"bicubic": bicubic_images(pairs, scale),
+        images = {BICUBIC: bicubic_images(pairs, scale),
                   **{model: by_set[set_name] for model, by_set in sr.items()}}
         for model, imgs in images.items():
             means = score(imgs, pairs, metric_names, scale, left_out)
@@ -217,7 +225,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
 
     # a few small crops of the validation images, the same window for every run
     if crop:
-        tags = {"psnr": sr["psnr_model"]["val"], **({"gan": sr["gan_model"]["val"]}
+        tags = {"psnr": sr[PSNR_MODEL]["val"], **({"gan": sr[GAN_MODEL]["val"]}
                                                      if parts.gan_stage else {})}
         for i, pair in enumerate(val):
             for tag, img in (("hr", pair.hr), *((t, imgs[i]) for t, imgs in tags.items())):
