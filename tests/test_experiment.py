@@ -103,6 +103,8 @@ def test_runs_sharing_generator_settings_reuse_stage1(tmp_path: Path) -> None:
     assert info3["stage1_key"] != info1["stage1_key"] and not info3["stage1_reused"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_sigkill_in_stage2_then_resume_is_bit_exact(tmp_path: Path) -> None:
     args = ["with", "tiny", "steps1=30", "steps2=60", "ckpt_every=5", "progress=False",
             "val_metrics=['psnr']", "test_sets=[]"]
@@ -220,6 +222,8 @@ def test_unreachable_mongodb_fails_fast_before_training(tmp_path: Path) -> None:
         assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_mongodb_lost_mid_run_keeps_the_run(tmp_path: Path, mongo_factory) -> None:
     server = mongo_factory()
     env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}

@@ -308,6 +308,8 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a mount namespace")
 def test_full_disk_is_one_line_and_leaves_a_readable_record(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
@@ -538,7 +540,12 @@ def _silent_mongo_command(tmp: Path, url: str, which: str) -> list[str]:
     return [sys.executable, "-m", "analysis.report", "--store", url, "--name", "silent"]
 
 
-@pytest.mark.parametrize("which", ["sync", "run", "matrix", "report"])
+# sync and run in `make test`; matrix and report in the e2e suite (it keeps make test short)
+E2E = (pytest.mark.e2e, pytest.mark.slow)
+
+
+@pytest.mark.parametrize("which", ["sync", "run", pytest.param("matrix", marks=E2E),
+                                   pytest.param("report", marks=E2E)])
 def test_a_silent_mongodb_ends_each_command_with_one_line(tmp_path: Path, which: str) -> None:
     from silent_mongo import SilentMongo
 
@@ -621,6 +628,8 @@ def test_the_design_card_command_runs_without_the_imagenet_vgg19(tmp_path: Path)
 # counts and messages that say what happened
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_first_mongo_run_says_what_it_uploads_and_why(tmp_path: Path, mongo_server) -> None:
     assert run_exp(tmp_path, "with", "tiny", *FAST).returncode == 0  # file store only
     again = run_exp(tmp_path, "--mongo", f"{mongo_server.url}/first_upload", "with", "tiny",
