@@ -308,21 +308,30 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+def _on_a_tmpfs(tmp: Path, script: str, last: str, keys: tuple[str, ...] = ()
+                ) -> tuple[dict[str, str], list[dict], str]:
+    """Run ``script`` (its disk tmp/disk, a tmpfs mounted in a private mount namespace) with
+    arguments disk, run.py and ``last``; (its 'KEY value' lines, its 'RUN' records, output)."""
+    disk = tmp / "disk"
+    disk.mkdir()
+    path = tmp / "on_a_tmpfs.py"
+    path.write_text(script)
+    out = subprocess.run(["unshare", "-rm", sys.executable, str(path), str(disk), str(RUN),
+                          last], capture_output=True, text=True, timeout=900, cwd=REPO)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line
+                 and (not keys or line.split(" ", 1)[0] in keys))
+    runs = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
+            if line.startswith("RUN ")]
+    return lines, runs, out.stdout + out.stderr
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a mount namespace")
 def test_full_disk_is_one_line_and_leaves_a_readable_record(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    script = tmp_path / "full_disk.py"
-    script.write_text(FULL_DISK)
-    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(disk), str(RUN),
-                          "60m"], capture_output=True, text=True, timeout=300)
-    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line
-                 and line.split(" ", 1)[0] in ("RC", "ERR", "TMP", "AGAIN", "FOLDERS"))
-    runs = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
-            if line.startswith("RUN ")]
-    assert lines["RC"] != "0", out.stdout + out.stderr
+    lines, runs, output = _on_a_tmpfs(tmp_path, FULL_DISK, "60m",
+                                      ("RC", "ERR", "TMP", "AGAIN", "FOLDERS"))
+    assert lines["RC"] != "0", output
     err = lines["ERR"].replace("\\n", "\n")
     assert "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
@@ -372,14 +381,8 @@ RESUME_ON_A_TIGHT_DISK = textwrap.dedent('''
 @pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a mount namespace")
 def test_a_resumed_run_counts_its_own_files_against_the_disk_it_needs(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    script = tmp_path / "tight_disk.py"
-    script.write_text(RESUME_ON_A_TIGHT_DISK)
-    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(disk), str(RUN),
-                          "60m"], capture_output=True, text=True, timeout=900, cwd=REPO)
-    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
-    assert "FREE" in lines, out.stdout + out.stderr
+    lines, _, output = _on_a_tmpfs(tmp_path, RESUME_ON_A_TIGHT_DISK, "60m")
+    assert "FREE" in lines, output
     free, needed, own = (int(v) for v in lines["FREE"].split()[::2])
     assert needed - own < free < needed  # the old check refused exactly this
     rc, err = lines["AGAIN"].split(" ", 1)
@@ -421,17 +424,9 @@ RUN_STORE_FILLS = textwrap.dedent('''
 @pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a mount namespace")
 def test_a_run_store_that_fills_mid_run_fails_the_command(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    script = tmp_path / "store_fills.py"
-    script.write_text(RUN_STORE_FILLS)
-    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(disk), str(RUN),
-                          str(tmp_path / "work")], capture_output=True, text=True, timeout=900)
-    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line
-                 and line.split(" ", 1)[0] in ("RC", "ERR", "AGAIN", "COMPLETED"))
-    runs = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
-            if line.startswith("RUN ")]
-    assert lines.get("RC") not in (None, "0"), out.stdout + out.stderr  # never a silent 0
+    lines, runs, output = _on_a_tmpfs(tmp_path, RUN_STORE_FILLS, str(tmp_path / "work"),
+                                      ("RC", "ERR", "AGAIN", "COMPLETED"))
+    assert lines.get("RC") not in (None, "0"), output  # never a silent 0
     assert lines["ERR"].startswith("error: the file store could not record the end of run")
     assert "free space and run the same command again" in lines["ERR"]
     assert [r["status"] for r in runs] == ["RUNNING"]  # readable, and not COMPLETED
