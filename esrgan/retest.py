@@ -32,7 +32,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from esrgan.archs.rrdbnet import Generator
 from esrgan.benchmark import (
     CONVENTIONS,
     BenchmarkError,
@@ -50,8 +49,7 @@ from esrgan.weights import (
     PARAMS_HELP,
     CheckpointError,
     load_checkpoint,
-    load_into,
-    read_generator_checkpoint,
+    load_generator,
 )
 
 DEFAULT_OUT = Path("runs") / "retest"
@@ -128,14 +126,8 @@ def find_kept(folders: Sequence[Path]) -> list[Kept]:
 
 def load_kept(entry: Kept, params: str = "auto") -> nn.Module:
     """The generator of a kept file, its architecture from the file (else from its keys)."""
-    state, arch = read_generator_checkpoint(
-        _generator_dict(load_checkpoint(entry.path), str(entry.path)), params=params)
-    try:
-        model = Generator(**arch)
-    except ValueError as exc:
-        raise CheckpointError(f"{entry.path}: {exc}") from None
-    load_into(model, state, str(entry.path))
-    return model
+    obj = _generator_dict(load_checkpoint(entry.path), str(entry.path))
+    return load_generator(obj, params=params, source=str(entry.path))
 
 
 def retest(folders: Sequence[Path], sets: Sequence[BenchmarkSet], *,

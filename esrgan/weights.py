@@ -459,25 +459,28 @@ def infer_arch(state: StateDict, source: str = "state dict") -> dict:
     }
 
 
-def load_generator(path: str | os.PathLike, *, params: str = "auto",
-                   **overrides: Any) -> Generator:
-    """Build a ``Generator`` from a checkpoint file and load its weights (any layout).
+def load_generator(path: str | os.PathLike | dict, *, params: str = "auto",
+                   source: str | None = None, **overrides: Any) -> Generator:
+    """Build a ``Generator`` from a checkpoint file (or its loaded dict) and load its weights
+    (any layout).
 
     The architecture comes from the file's ``'arch'`` entry, else ``infer_arch``;
     ``overrides`` (build arguments, e.g. ``beta=0.2``) replace single entries. ``params``
-    picks the weights of a BasicSR file (see ``load_generator_state``).
+    picks the weights of a BasicSR file (see ``load_generator_state``). ``source`` names a
+    loaded dict in messages (default: the path).
     """
     unknown = sorted(set(overrides) - set(ARCH_KEYS))
     if unknown:
         raise ValueError(f"load_generator: unknown arguments {', '.join(unknown)} "
                          f"(choose from {', '.join(ARCH_KEYS)})")
+    source = source or str(path)
     state, arch = read_generator_checkpoint(path, params=params)
     arch = {**arch, **overrides}
     try:
         model = Generator(**arch)
     except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    load_into(model, state, str(path))
+        raise CheckpointError(f"{source}: {exc}") from None
+    load_into(model, state, source)
     return model
 
 
