@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from esrgan.benchmark import (
 )
 from esrgan.files import atomic_write, check_output_dir
 from esrgan.metrics import METRICS
+from esrgan.train import best_files, kept_checkpoints
 from esrgan.weights import (
     PARAMS_CHOICES,
     PARAMS_HELP,
@@ -53,7 +53,6 @@ from esrgan.weights import (
 )
 
 DEFAULT_OUT = Path("runs") / "retest"
-_PERIODIC = re.compile(r"^checkpoint_(\d+)\.pth$")
 
 
 @dataclass
@@ -66,14 +65,13 @@ class Kept:
     kinds: list[str] = field(default_factory=list)  # 'periodic', 'latest', 'best_<metric>'
 
 
-def _kind(path: Path) -> str | None:
-    if path.name == "checkpoint.pth":
-        return "latest"
-    if _PERIODIC.match(path.name):
-        return "periodic"
-    if path.name.startswith("best_") and path.suffix == ".pth":
-        return path.stem
-    return None
+def _kept_in(folder: Path) -> dict[Path, str]:
+    """The files a stage folder keeps (``esrgan.train``'s names), each with what kept it."""
+    resume = folder / "checkpoint.pth"
+    found = {resume: "latest"} if resume.is_file() else {}
+    found.update({path: "periodic" for _, path in kept_checkpoints(resume)})
+    found.update({path: path.stem for path in best_files(resume)})
+    return found
 
 
 def _generator_dict(obj: object, source: str) -> dict:
@@ -98,29 +96,29 @@ def _generator_dict(obj: object, source: str) -> dict:
 def find_kept(folders: Sequence[Path]) -> list[Kept]:
     """Every kept generator of ``folders`` (stage folders or checkpoint files), one per
     (stage, step), ordered by stage and step. Raises BenchmarkError when there is none."""
-    files: list[Path] = []
+    files: dict[Path, str] = {}
     for folder in folders:
         if folder.is_file():
             if folder.suffix != ".pth":
                 raise BenchmarkError(f"{folder}: not a checkpoint (give a stage's folder or "
                                      "a .pth file)")
-            files.append(folder)
+            files[folder] = _kept_in(folder.parent).get(folder, "file")
         elif folder.is_dir():
-            found = sorted(p for p in folder.glob("*.pth") if _kind(p))
+            found = _kept_in(folder)
             if not found:
                 raise BenchmarkError(f"{folder}: no checkpoint.pth, checkpoint_<step>.pth or "
                                      "best_<metric>.pth here (a stage's checkpoint folder?)")
-            files.extend(found)
+            files.update(sorted(found.items()))
         else:
             raise BenchmarkError(f"{folder} does not exist")
     kept: dict[tuple[int, int], Kept] = {}
-    for path in files:
+    for path, kind in files.items():
         obj = load_checkpoint(path)
         if not isinstance(obj, dict) or "step" not in obj:
             raise CheckpointError(f"{path}: no step recorded (not a file a training run kept)")
         stage, step = int(obj.get("stage", 0)), int(obj["step"])
         entry = kept.setdefault((stage, step), Kept(path, stage, step))
-        entry.kinds.append(_kind(path) or "file")
+        entry.kinds.append(kind)
     return [kept[k] for k in sorted(kept)]
 
 
