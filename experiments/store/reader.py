@@ -247,27 +247,22 @@ def mongo_completed(mongo: str) -> set[Key]:
     return done
 
 
-def missing_from_mongo(file_done: dict[Key, Path], mongo_done: set[Key]) -> list[Path]:
-    """Run folders COMPLETED in the file store that MongoDB lacks."""
-    return [path for key, path in sorted(file_done.items()) if key not in mongo_done]
-
-
 def reconcile(file_done: dict[Key, Path], mongo_done: set[Key], mongo: str) -> list[Path]:
     """Upload into MongoDB the file-store runs it lacks; returns the run folders synced."""
     from experiments.store.sync import sync_file_run_to_mongo
 
     url, db_name = parse_target(mongo)
-    missing = missing_from_mongo(file_done, mongo_done)
+    missing = {key: path for key, path in sorted(file_done.items()) if key not in mongo_done}
     if missing:
         # Why they are missing: runs made without --mongo, or while MongoDB was unreachable
         # or lost mid-run (the file store keeps every run); the stores must agree.
         print(f"uploading {len(missing)} run(s) that the file store holds as COMPLETED and "
               f"MongoDB {redact(url)} lacks (made without --mongo, or while MongoDB was "
-              f"unreachable): {', '.join(p.name for p in missing)}", flush=True)
-    for path in missing:
+              f"unreachable): {', '.join(p.name for p in missing.values())}", flush=True)
+    for key, path in missing.items():
         sync_file_run_to_mongo(path, url, db_name)
-        mongo_done.update(k for k, v in file_done.items() if v == path)
-    return missing
+        mongo_done.add(key)
+    return list(missing.values())
 
 
 def completed(runs_dir: str | Path | None, mongo: str | None, sync: bool = True) -> set[Key]:
