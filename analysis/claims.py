@@ -1,21 +1,30 @@
-"""The claims ledger decided: each claim's effects measured over seeds, with a verdict.
+"""The claims ledger decided: each claim's effects measured over seeds, with one verdict.
 
 For every effect of ``esrgan.paper.claims`` (value(a) - value(b), paired by seed) this module
-gives the mean, its 95% Student-t interval, the smallest effect the design could have detected
-(:func:`detectable`, 80% power at its n and observed spread) and the number of seeds an effect
-of the observed size would need. One verdict each:
+gives the mean and its Student-t interval, at the level the family-wise error control asks for,
+and one verdict:
 
-- ``agrees``: the interval excludes 0 on the side the paper predicts;
-- ``opposite``: the interval excludes 0 on the other side;
-- ``inconclusive``: the interval includes 0 (never read as "no effect": it carries the
-  smallest detectable effect);
-- ``premise not met``: the setting lacks what the claim rests on (C5 with a VGG19 whose
-  after-activation features are not sparse), whatever the numbers;
-- ``not testable at this scale``: the runs the claim needs are absent or below its regime
-  (C1 without a deep trunk), saying what is missing.
+- ``agrees`` / ``opposite``: the interval excludes 0 on the side the paper predicts / the other;
+- ``equivalent``: the interval lies inside (-delta, +delta), the effect's smallest effect of
+  interest (``Effect.delta``): no effect a reader would care about, in either direction (two
+  one-sided tests at the interval's level); it wins over agrees/opposite when both hold (a
+  real but negligible effect);
+- ``inconclusive``: neither; it carries the smallest effect the design could have detected
+  with 80% power and the seeds a decision would need;
+- ``premise not met`` / ``not testable at this scale``: the setting lacks what the claim rests
+  on, or its runs are absent or below its regime, whatever the numbers.
+
+Error control. The family is the deciding effects tested on one set; its family-wise error
+rate (the chance that any verdict of the family is false) is held at ``ALPHA`` by Bonferroni:
+each effect's interval is at confidence 1 - ALPHA / (looks * m) for m effects and ``looks``
+looks at the data (the sequential seed budget of ``make ablation`` looks twice: after the first
+seeds and after the added ones, and splits ALPHA between the two, valid whatever rule chose the
+added seeds). Bonferroni, not Holm, so that the interval shown and the verdict are one thing.
+Each effect also carries its unadjusted 95% verdict (``raw_verdict``), as a reader testing it
+alone would get it.
 
 A claim's verdict combines its deciding effects: ``agrees`` when all agree, ``opposite`` when
-any goes against the paper, else ``inconclusive``.
+any goes against the paper, ``equivalent`` when all are equivalent, else ``inconclusive``.
 """
 
 from __future__ import annotations
@@ -31,20 +40,23 @@ from scipy import stats
 from esrgan.evaluation import BICUBIC, PSNR_MODEL
 from esrgan.paper.claims import CLAIMS, Claim, Effect
 
-CONFIDENCE = 0.95
+CONFIDENCE = 0.95  # an effect tested alone (the unadjusted verdict)
+ALPHA = 1 - CONFIDENCE  # family-wise error rate of one set's verdicts
 POWER = 0.8
-AGREES, OPPOSITE, INCONCLUSIVE = "agrees", "opposite", "inconclusive"
+AGREES, OPPOSITE, EQUIVALENT, INCONCLUSIVE = "agrees", "opposite", "equivalent", "inconclusive"
 PREMISE, UNTESTABLE = "premise not met", "not testable at this scale"
-VERDICTS: tuple[str, ...] = (AGREES, OPPOSITE, INCONCLUSIVE, PREMISE, UNTESTABLE)
+VERDICTS: tuple[str, ...] = (AGREES, OPPOSITE, EQUIVALENT, INCONCLUSIVE, PREMISE, UNTESTABLE)
+DECIDED: tuple[str, ...] = (AGREES, OPPOSITE, EQUIVALENT)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Mean of paired differences over seeds, its 95% t interval and what the design can see.
+    """Mean of paired differences over seeds, its t interval and what the design can see.
 
-    ``detectable``: the smallest |effect| this design detects with 80% power (two-sided 5%)
-    at its n and observed sd; ``seeds_needed``: seeds for 80% power at the observed |mean|.
-    NaN where n < 2 (no spread, no interval).
+    ``confidence``: the interval's level. ``detectable``: the smallest |effect| this design
+    detects with 80% power at that level, its n and observed sd; ``seeds_needed``: seeds for a
+    decision (a sign, or equivalence within ``delta``) with 80% power at the observed mean and
+    sd. NaN where n < 2 (no spread, no interval).
     """
 
     n: int
@@ -54,6 +66,7 @@ class Estimate:
     high: float
     detectable: float
     seeds_needed: float
+    confidence: float = CONFIDENCE
 
 
 def _t(q: float, df: int) -> float:
@@ -68,36 +81,47 @@ def detectable(sd: float, n: int, confidence: float = CONFIDENCE, power: float =
 
 
 def seeds_needed(effect: float, sd: float, confidence: float = CONFIDENCE,
-                 power: float = POWER, limit: int = 10_000) -> float:
-    """Seeds a paired design needs to detect ``effect`` with ``power`` (inf beyond ``limit``)."""
+                 power: float = POWER, limit: int = 10_000, delta: float = 0.0) -> float:
+    """Seeds a paired design needs for a decision with ``power`` if the true mean difference
+    is ``effect``: its sign, or (``delta`` > |effect|) its equivalence within ``delta``,
+    whichever comes first (inf beyond ``limit``)."""
     if not (math.isfinite(effect) and math.isfinite(sd)):
         return math.nan
     if sd == 0:
         return 2.0
-    if effect == 0:
+    # the margin the interval's half-width must fit in: |effect| (sign), delta - |effect|
+    margin = max(abs(effect), delta - abs(effect))
+    if margin <= 0:
         return math.inf
     for n in range(2, limit + 1):
-        if detectable(sd, n, confidence, power) <= abs(effect):
+        if detectable(sd, n, confidence, power) <= margin:
             return float(n)
     return math.inf
 
 
-def estimate(diffs: Iterable[float]) -> Estimate:
+def estimate(diffs: Iterable[float], confidence: float = CONFIDENCE,
+             delta: float = 0.0) -> Estimate:
     """The :class:`Estimate` of paired differences (non-finite values dropped)."""
     data = np.asarray([d for d in diffs if d is not None and np.isfinite(d)], dtype=float)
     n = int(data.size)
     if n == 0:
-        return Estimate(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
+        return Estimate(0, *[math.nan] * 6, confidence=confidence)
     mean = float(data.mean())
     if n < 2:
-        return Estimate(1, mean, math.nan, math.nan, math.nan, math.nan, math.nan)
+        return Estimate(1, mean, *[math.nan] * 5, confidence=confidence)
     sd = float(data.std(ddof=1))
-    half = _t(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n)
-    return Estimate(n, mean, sd, mean - half, mean + half, detectable(sd, n),
-                    seeds_needed(mean, sd))
+    half = _t(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return Estimate(n, mean, sd, mean - half, mean + half, detectable(sd, n, confidence),
+                    seeds_needed(mean, sd, confidence, delta=delta), confidence)
 
 
-def verdict(direction: int, est: Estimate, *, premise_met: bool = True,
+def family_confidence(m: int, looks: int = 1, alpha: float = ALPHA) -> float:
+    """The confidence of each interval in a family of ``m`` effects looked at ``looks`` times
+    that keeps the family-wise error rate at ``alpha`` (Bonferroni)."""
+    return 1 - alpha / (max(m, 1) * max(looks, 1))
+
+
+def verdict(direction: int, est: Estimate, *, delta: float = 0.0, premise_met: bool = True,
             testable: bool = True) -> str:
     """The verdict of one effect whose sign the paper predicts (``direction`` +1 or -1)."""
     if not testable:
@@ -106,6 +130,8 @@ def verdict(direction: int, est: Estimate, *, premise_met: bool = True,
         return PREMISE
     if est.n < 2 or not (math.isfinite(est.low) and math.isfinite(est.high)):
         return INCONCLUSIVE
+    if delta > 0 and -delta < est.low and est.high < delta:
+        return EQUIVALENT
     if est.low <= 0 <= est.high:
         return INCONCLUSIVE
     return AGREES if np.sign(est.mean) == np.sign(direction) else OPPOSITE
@@ -118,8 +144,9 @@ def combine(verdicts: Sequence[str]) -> str:
     for special in (UNTESTABLE, PREMISE):
         if special in verdicts:
             return special
-    if all(v == AGREES for v in verdicts):
-        return AGREES
+    for same in (AGREES, EQUIVALENT):
+        if all(v == same for v in verdicts):
+            return same
     if OPPOSITE in verdicts:
         return OPPOSITE
     return INCONCLUSIVE
@@ -189,7 +216,9 @@ def interpolation_differences(interp: pd.DataFrame, variant: str = "ESRGAN",
 
 @dataclass
 class EffectResult:
-    """One effect on one set: the estimate, its verdict and the seeds used."""
+    """One effect on one set: the estimate at the family's level and its verdict (the one the
+    report gives), the unadjusted 95% estimate and verdict beside it, and the per-seed
+    differences they rest on."""
 
     claim: str
     effect: Effect
@@ -197,6 +226,9 @@ class EffectResult:
     estimate: Estimate
     verdict: str
     seeds: list[int] = field(default_factory=list)
+    raw: Estimate | None = None  # unadjusted 95% interval
+    raw_verdict: str = ""
+    diffs: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
 
 
 @dataclass
@@ -208,6 +240,8 @@ class ClaimResult:
     effects: list[EffectResult]
     verdict: str
     reason: str = ""  # why a premise is not met or the claim is not testable
+    family: int = 0  # effects in this set's family (the Bonferroni m)
+    looks: int = 1  # looks at the data the error rate is split over
 
 
 def _premise(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
@@ -238,15 +272,16 @@ def _testable(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
 
 def decide(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
            context: Mapping[str, object] | None = None,
-           claims: Sequence[Claim] = CLAIMS) -> list[ClaimResult]:
+           claims: Sequence[Claim] = CLAIMS, looks: int = 1) -> list[ClaimResult]:
     """Every claim measured on ``set_name``; ``context`` holds the premise measurements
-    (``active_fraction``, ``vgg_weights``, ``vgg_layer``) and the regime (``deep_depth``)."""
+    (``active_fraction``, ``vgg_weights``, ``vgg_layer``) and the regime (``deep_depth``);
+    ``looks``: how many times the seeds were looked at (the error rate is split over them)."""
     context = context or {}
-    results = []
+    measured = []  # (claim, testable, why_not, premise_met, premise_text, [(effect, diffs)])
     for claim in claims:
         testable, why_not = _testable(claim, context)
         premise_met, premise_text = _premise(claim, context)
-        effects = []
+        diffs_of = []
         for effect in claim.effects:
             if effect.kind == "interpolation":
                 diffs = (interpolation_differences(interp, effect.a.variant, effect.metric,
@@ -254,20 +289,32 @@ def decide(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
                          if not interp.empty else pd.Series(dtype=float))
             else:
                 diffs = paired_differences(runs, effect, set_name)
-            est = estimate(diffs)
-            has_runs = est.n > 0
-            v = verdict(effect.direction, est, premise_met=premise_met or not effect.decides,
-                        testable=testable and has_runs)
-            effects.append(EffectResult(claim.id, effect, set_name, est, v,
-                                        [int(s) for s in diffs.index]))
-        deciding = [e.verdict for e in effects if e.effect.decides]
-        combined = combine(deciding)
+            diffs_of.append((effect, diffs.dropna()))
+        measured.append((claim, testable, why_not, premise_met, premise_text, diffs_of))
+    # the family: every deciding effect that gets a verdict from its numbers on this set
+    m = sum(1 for claim, testable, _, premise_met, _, diffs_of in measured
+            if testable and premise_met
+            for effect, diffs in diffs_of if effect.decides and len(diffs) >= 2)
+    level = family_confidence(m, looks)
+    results = []
+    for claim, testable, why_not, premise_met, premise_text, diffs_of in measured:
+        effects = []
+        for effect, diffs in diffs_of:
+            est = estimate(diffs, level, effect.delta)
+            raw = estimate(diffs, CONFIDENCE, effect.delta)
+            judged = {"delta": effect.delta, "premise_met": premise_met or not effect.decides,
+                      "testable": testable and est.n > 0}
+            effects.append(EffectResult(
+                claim.id, effect, set_name, est, verdict(effect.direction, est, **judged),
+                [int(s) for s in diffs.index], raw, verdict(effect.direction, raw, **judged),
+                diffs))
+        combined = combine([e.verdict for e in effects if e.effect.decides])
         reason = why_not if not testable else ""
         if testable and not any(e.estimate.n for e in effects):
             reason = "no runs of this claim's variants on this set"
         if combined == PREMISE or (claim.premise and premise_text):
             reason = premise_text
-        results.append(ClaimResult(claim, set_name, effects, combined, reason))
+        results.append(ClaimResult(claim, set_name, effects, combined, reason, m, looks))
     return results
 
 
@@ -280,9 +327,14 @@ def to_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
                 "claim": result.claim.id, "title": result.claim.title, "set": result.set,
                 "effect": e.effect.name, "metric": e.effect.metric,
                 "paper_sign": "+" if e.effect.direction > 0 else "-",
-                "decides": e.effect.decides, "n": e.estimate.n, "mean": e.estimate.mean,
-                "sd": e.estimate.sd, "ci_low": e.estimate.low, "ci_high": e.estimate.high,
-                "detectable": e.estimate.detectable, "seeds_needed": e.estimate.seeds_needed,
-                "verdict": e.verdict, "claim_verdict": result.verdict,
+                "decides": e.effect.decides, "delta": e.effect.delta, "n": e.estimate.n,
+                "mean": e.estimate.mean, "sd": e.estimate.sd,
+                "confidence": e.estimate.confidence, "ci_low": e.estimate.low,
+                "ci_high": e.estimate.high, "detectable": e.estimate.detectable,
+                "seeds_needed": e.estimate.seeds_needed, "verdict": e.verdict,
+                "raw_ci_low": e.raw.low if e.raw else math.nan,
+                "raw_ci_high": e.raw.high if e.raw else math.nan,
+                "raw_verdict": e.raw_verdict, "claim_verdict": result.verdict,
+                "family": result.family, "looks": result.looks,
                 "seeds": " ".join(map(str, e.seeds)), "reason": result.reason})
     return pd.DataFrame(rows)

@@ -46,11 +46,11 @@ def context(runs: pd.DataFrame) -> dict[str, Any]:
             else None}
 
 
-def decide_all(runs: pd.DataFrame, interp: pd.DataFrame, sets: Sequence[str]
+def decide_all(runs: pd.DataFrame, interp: pd.DataFrame, sets: Sequence[str], looks: int = 1
                ) -> dict[str, list[verdicts.ClaimResult]]:
-    """The ledger on every set (val first)."""
+    """The ledger on every set (val first); ``looks``: see ``analysis.sequential``."""
     ctx = context(runs)
-    return {s: verdicts.decide(runs, interp, s, ctx) for s in sets}
+    return {s: verdicts.decide(runs, interp, s, ctx, looks=looks) for s in sets}
 
 
 def _unit(metric: str) -> str:

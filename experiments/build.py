@@ -83,7 +83,12 @@ def discriminator_seed(cfg: Mapping[str, Any]) -> int:
 
 def make_discriminator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return VGGStyleDiscriminator(in_ch=3, nf=int(cfg["d_nf"]), patch_size=int(cfg["patch"]))
+    return VGGStyleDiscriminator(in_ch=3, nf=int(cfg["d_nf"]), patch_size=stage_patch(cfg, 2))
+
+
+def stage_patch(cfg: Mapping[str, Any], stage: int) -> int:
+    """The HR patch side of a stage's training crops (stage 2's is D's input too)."""
+    return int(cfg["patch2"] or cfg["patch"]) if stage == 2 else int(cfg["patch"])
 
 
 def new_discriminator(cfg: Mapping[str, Any]) -> torch.nn.Module:
@@ -97,6 +102,7 @@ def make_feature_extractor(cfg: Mapping[str, Any]) -> VGGFeatureExtractor:
         before_activation=bool(cfg["vgg_before_act"]),
         weights=cfg["vgg_weights"],
         seed=int(cfg["vgg_seed"]),
+        pool=str(cfg["vgg_pool"]),
     )
 
 
@@ -195,9 +201,9 @@ def load_test_set(folder: str, scale: int, cache_dir: Path | None) -> list[Image
 
 
 def patch_dataset(cfg: Mapping[str, Any], pairs: list[ImagePair], seed: int,
-                  length: int) -> PatchDataset:
-    """Training crops: sample i is a pure function of (seed, i)."""
-    return PatchDataset(pairs, patch_size=int(cfg["patch"]), scale=int(cfg["scale"]),
+                  length: int, stage: int = 1) -> PatchDataset:
+    """Training crops of a stage: sample i is a pure function of (seed, i)."""
+    return PatchDataset(pairs, patch_size=stage_patch(cfg, stage), scale=int(cfg["scale"]),
                         augment=True, seed=seed, length=max(length, 1))
 
 
@@ -280,7 +286,7 @@ def cell_parts(cfg: Mapping[str, Any]) -> CellParts:
 
     def patches(stage: int) -> PatchDataset:
         settings = stage1 if stage == 1 else stage2
-        return patch_dataset(cfg, train, seed=seeds[stage],
+        return patch_dataset(cfg, train, seed=seeds[stage], stage=stage,
                              length=settings.steps * settings.batch_size)
 
     return CellParts(

@@ -36,7 +36,7 @@ NON_SEMANTIC_KEYS = (
 # left out of the cell key there, so that a stored cell keeps its key. ``accum`` is not a
 # stage-1 key (the same update, float rounding aside) but changes stage 2 (D's BatchNorm and
 # RaGAN's means over micro-batches).
-ADDED_KEYS: dict[str, Any] = {"accum": 1}
+ADDED_KEYS: dict[str, Any] = {"accum": 1, "patch2": 0, "vgg_pool": "max"}
 
 
 def _digest(obj: Any) -> str:

@@ -27,8 +27,8 @@ from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, FORWARD_PRECISIONS, TRAINING
 
 EMBEDDED_TEST = "embedded"  # the value of test_sets that names the held-out embedded photos
 # pi, lpips and dists need weight files (esrgan/downloads.py); without them they are left out
-KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips", "dists", "brightness_shift",
-                     "brightness_error")
+KNOWN_VAL_METRICS = ("psnr", "ssim", "niqe", "pi", "lpips", "dists", "artifacts",
+                     "brightness_shift", "brightness_error")
 
 
 def base():
@@ -54,6 +54,7 @@ def base():
     vgg_layer = PAPER_SETTING["vgg_layer"]  # VGG19 layer of the perceptual loss
     vgg_weights = "imagenet"  # 'imagenet' (torchvision's vgg19-dcbb9e9d.pth), 'random', or a path
     vgg_seed = 0  # init seed of the random-weight VGG19
+    vgg_pool = "max"  # VGG19's pooling: 'max' (VGG19's own) or 'avg' (smoother gradients)
     percep_weight = PAPER_SETTING["percep_weight"]  # weight of the perceptual term
     percep_normalize = vgg_weights == "random"  # divide by mean |HR feature| (not in the paper)
     lambda_adv = PAPER_SETTING["lambda_adv"]  # weight of the adversarial term
@@ -72,6 +73,7 @@ def base():
     adam_betas = PAPER_SETTING["adam_betas"]  # Adam beta1, beta2
     batch = 4  # global batch size (under torchrun: split evenly over the processes)
     patch = 64  # HR patch size (multiple of 32: the discriminator halves it 5 times)
+    patch2 = 0  # HR patch size of stage 2 and of D's input (0: patch)
     # Speed: stage 1 in bf16, stage 2 with bf16-losses (VGG19 and D; G stays fp32). The bf16
     # quality guard at this preset, and why not fp32 or full bf16: README "Performance".
     precision1 = "bf16"  # stage-1 arithmetic (G only): 'fp32', 'bf16' or 'fp16' (autocast)
@@ -108,7 +110,7 @@ def base():
     # validation metrics (Y, shave = scale); + pi, lpips, dists when their weights are on disk
     # LPIPS and DISTS where their weights are on disk (`make weights`); else left out, and the
     # report says why. PI (NIQE and Ma's NRQM) is slow on a CPU: add it by hand there.
-    val_metrics = ["psnr", "ssim", "niqe", "lpips", "dists", "brightness_shift",
+    val_metrics = ["psnr", "ssim", "niqe", "lpips", "dists", "artifacts", "brightness_shift",
                    "brightness_error"]
     val_crops = 64  # side of the centre crops saved per validation image (0: none)
     interp_alphas = [round(0.1 * i, 1) for i in range(11)]  # `interpolate` command's alphas
@@ -154,7 +156,7 @@ def tiny():
     ckpt_every = 25
     log_every = 10
     val_crops = 32
-    val_metrics = ["psnr", "ssim", "niqe", "brightness_shift", "brightness_error"]
+    val_metrics = ["psnr", "ssim", "niqe", "artifacts", "brightness_shift", "brightness_error"]
 
 
 def cpu():
@@ -186,8 +188,8 @@ def paper():
     log_every = 100
     val_crops = 128
     # the panel of current SR papers; each left out (and said so) without its weight files
-    val_metrics = ["psnr", "ssim", "niqe", "pi", "lpips", "dists", "brightness_shift",
-                   "brightness_error"]
+    val_metrics = ["psnr", "ssim", "niqe", "pi", "lpips", "dists", "artifacts",
+                   "brightness_shift", "brightness_error"]
 
 
 NAMED = {"tiny": tiny, "cpu": cpu, "paper": paper}
@@ -326,10 +328,16 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
         problems.append(f"beta must be > 0 (1.0 means no residual scaling), got {cfg['beta']}")
     if cfg["scale"] not in (2, 4):
         problems.append(f"scale must be 2 or 4, got {cfg['scale']}")
-    patch = cfg["patch"]
-    if patch <= 0 or patch % 32 or patch % (4 * cfg["scale"]):
-        problems.append(f"patch must be a positive multiple of 32 (the discriminator halves it "
-                        f"five times) and of 4*scale, got {patch}")
+    for key in ("patch", "patch2"):
+        patch = cfg[key]
+        if key == "patch2" and patch == 0:
+            continue
+        if patch <= 0 or patch % 32 or patch % (4 * cfg["scale"]):
+            problems.append(f"{key} must be a positive multiple of 32 (the discriminator "
+                            f"halves it five times) and of 4*scale, got {patch}"
+                            + (" (0: patch)" if key == "patch2" else ""))
+    if cfg["vgg_pool"] not in ("max", "avg"):
+        problems.append(f"vgg_pool must be 'max' or 'avg', got {cfg['vgg_pool']!r}")
     for key in ("steps1", "steps2"):
         if cfg[key] < 0:
             problems.append(f"{key} must be >= 0, got {cfg[key]}")

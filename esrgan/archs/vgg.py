@@ -65,6 +65,7 @@ class VGGFeatureExtractor(nn.Module):
       ``torch.Generator`` seeded with ``seed``: independent of the global RNG).
     - ``use_input_norm``: subtract the ImageNet mean and divide by its std first.
     - ``download``: fetch the ImageNet file when missing (default off: no internet).
+    - ``pool``: 'max' (VGG19's own) or 'avg' (2x2 average pools, the same shapes).
 
     Parameters never require grad and the module stays in eval mode whatever ``train()``
     is asked. ``description`` says what this extractor is, for a run's record.
@@ -72,14 +73,17 @@ class VGGFeatureExtractor(nn.Module):
 
     def __init__(self, layer: str = "conv5_4", before_activation: bool = True,
                  weights: str | os.PathLike = "imagenet", seed: int = 0,
-                 use_input_norm: bool = True, download: bool = False) -> None:
+                 use_input_norm: bool = True, download: bool = False,
+                 pool: str = "max") -> None:
         super().__init__()
         if layer not in CONV_LAYERS:
             raise ValueError(
                 f"VGG19 layer must be one of {', '.join(CONV_LAYERS)} (relu_* = "
                 f"before_activation=False), got {layer!r}")
         last = CONV_LAYERS[layer] + (0 if before_activation else 1)
-        self.features = _vgg19_features(last)
+        if pool not in ("max", "avg"):
+            raise ValueError(f"VGG19 pooling must be 'max' or 'avg', got {pool!r}")
+        self.features = _vgg19_features(last, pool)
         self.use_input_norm = use_input_norm
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
@@ -93,7 +97,8 @@ class VGGFeatureExtractor(nn.Module):
             source = f"imagenet weights ({path.name})" if weights == "imagenet" else \
                 f"weights from {path}"
         act = "before" if before_activation else "after"
-        self.description = f"vgg19 {layer} {act}-activation, {source}"
+        pooling = "" if pool == "max" else ", average pooling"
+        self.description = f"vgg19 {layer} {act}-activation{pooling}, {source}"
 
         for param in self.parameters():
             param.requires_grad_(False)
@@ -109,13 +114,15 @@ class VGGFeatureExtractor(nn.Module):
         return self.features(x)
 
 
-def _vgg19_features(last: int) -> nn.Sequential:
-    """torchvision's ``vgg19().features[: last + 1]``, built without the rest of VGG19."""
+def _vgg19_features(last: int, pool: str = "max") -> nn.Sequential:
+    """torchvision's ``vgg19().features[: last + 1]``, built without the rest of VGG19
+    (``pool='avg'``: its max-pools replaced by 2x2 average pools, the same shapes)."""
     layers: list[nn.Module] = []
     in_ch = 3
     for item in _VGG19_CFG:
         if item == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2) if pool == "max"
+                          else nn.AvgPool2d(kernel_size=2, stride=2))
         else:
             # skip_init: allocate without the default init, which would draw from the global
             # RNG (and be overwritten anyway by the loaded or the seeded weights).

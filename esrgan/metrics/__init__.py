@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from esrgan.metrics.artifacts import artifact_index
 from esrgan.metrics.brightness import brightness_error, brightness_shift
 from esrgan.metrics.color import rgb2y, rgb2ycbcr
 from esrgan.metrics.iqa import MetricUnavailable, dists, lpips, ma
@@ -32,6 +33,7 @@ from esrgan.metrics.table import MetricInputError, MetricNameError, evaluate_ima
 
 __all__ = [
     "SR_PANEL",
+    "artifact_index",
     "METRICS",
     "Metric",
     "MetricInputError",
@@ -83,6 +85,8 @@ METRICS: dict[str, Metric] = {
     "lpips": Metric(lpips, False, True, "LPIPS (alex, RGB)", "RGB", uses_iqa_weights=True),
     "dists": Metric(dists, False, True, "DISTS (RGB)", "RGB", uses_iqa_weights=True),
     "rmse": Metric(rmse, False, True, "RMSE-Y", "Y"),
+    # share of the error in isolated spectral peaks (a checkerboard); read against bicubic's
+    "artifacts": Metric(artifact_index, False, True, "Artifact index-Y", "Y"),
     # signed: neither higher nor lower is better; the error (its magnitude) is lower-better
     "brightness_shift": Metric(brightness_shift, False, True, "Brightness shift (Y levels)",
                                "Y"),

@@ -7,7 +7,9 @@ it, and the measured effects that decide it (:class:`Effect`). The report, the m
 and the tests read this table; the verdict logic is ``analysis.claims``.
 
 An effect is ``value(a) - value(b)`` of one metric, paired by seed; the claim predicts its
-sign (``direction``). ``a`` and ``b`` name a variant (a label of ``esrgan.paper.switches``,
+sign (``direction``) and names its smallest effect of interest (``delta``, with the reason
+beside it): an interval inside (-delta, +delta) means "no effect worth reporting". ``a`` and
+``b`` name a variant (a label of ``esrgan.paper.switches``,
 or one of :data:`DEEP_VARIANTS`) and a model (one of ``esrgan.evaluation.MODELS``).
 """
 
@@ -63,6 +65,8 @@ class Effect:
     kind: str = "paired"
     study: str | None = None
     decides: bool = True  # False: reported beside the claim, not part of its verdict
+    delta: float = 0.0  # smallest effect of interest (0: no equivalence verdict)
+    delta_why: str = ""  # why this size
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,28 @@ class Claim:
     gate: bool = False  # a sanity check of the setting, not a claim of the paper
     qualitative: str = ""  # what the paper also claims that only a picture shows
     needs: dict[str, object] = field(default_factory=dict)  # minimum regime, for the verdict
+
+
+# Smallest effects of interest, each with its reason (an interval inside +-delta: "no effect")
+PSNR_DELTA = 0.1
+PSNR_DELTA_WHY = ("0.1 dB: the smallest PSNR gain SR tables read as a gain (the paper's own "
+                  "smallest reported gains, larger patches, are 0.04-0.12 dB)")
+NIQE_DELTA = 0.1
+NIQE_DELTA_WHY = ("0.1: the metric's own repeatability: shifting the HR photos of the "
+                  "embedded sets by 1-7 px moves their set-mean NIQE by up to 0.1")
+RESCUE_DELTA = 1.0
+RESCUE_DELTA_WHY = ("1 dB: a trunk that trains gains tens of dB over one that stalls; less "
+                    "than 1 dB is no rescue")
+BRIGHTNESS_DELTA = 0.5
+BRIGHTNESS_DELTA_WHY = "0.5 grey levels of mean brightness error: below what an eye sees"
+
+
+def _psnr(**kw: object) -> dict[str, object]:
+    return {"delta": PSNR_DELTA, "delta_why": PSNR_DELTA_WHY, **kw}
+
+
+def _niqe(**kw: object) -> dict[str, object]:
+    return {"delta": NIQE_DELTA, "delta_why": NIQE_DELTA_WHY, **kw}
 
 
 def _esr(model: str) -> Side:
@@ -108,13 +134,13 @@ CLAIMS: tuple[Claim, ...] = (
         "depth, not width: a deep, narrow no-BN residual trunk, stage 1 (L1) only",
         "deep",
         (Effect("x0.1 init - plain MSRA", _deep("x0.1 init"), _deep("plain MSRA"), "psnr", +1,
-                study=DEEP_STUDY),
+                study=DEEP_STUDY, delta=RESCUE_DELTA, delta_why=RESCUE_DELTA_WHY),
          Effect("beta 0.2 - plain MSRA", _deep("beta 0.2"), _deep("plain MSRA"), "psnr", +1,
-                study=DEEP_STUDY),
+                study=DEEP_STUDY, delta=RESCUE_DELTA, delta_why=RESCUE_DELTA_WHY),
          Effect("x0.1 init - beta 0.2", _deep("x0.1 init"), _deep("beta 0.2"), "psnr", +1,
-                study=DEEP_STUDY),
+                **_psnr(study=DEEP_STUDY)),
          Effect("both - x0.1 init", _deep("x0.1 init + beta 0.2"), _deep("x0.1 init"), "psnr",
-                +1, study=DEEP_STUDY, decides=False)),
+                +1, **_psnr(study=DEEP_STUDY, decides=False))),
         needs={"min_depth": 32},
     ),
     Claim(
@@ -125,7 +151,7 @@ CLAIMS: tuple[Claim, ...] = (
         ("bn",), PSNR_MODEL, "psnr",
         "PSNR-oriented models, replicated over seeds", "default",
         (Effect("ESRGAN - ESRGAN +BN", _esr(PSNR_MODEL), _flip("bn", PSNR_MODEL), "psnr",
-                +1),),
+                +1, **_psnr()),),
         qualitative="BN artifacts: shown in the crop grid only",
     ),
     Claim(
@@ -135,7 +161,7 @@ CLAIMS: tuple[Claim, ...] = (
         ("rrdb",), PSNR_MODEL, "psnr",
         "PSNR-oriented models at equal steps, replicated over seeds", "default",
         (Effect("ESRGAN - ESRGAN w/o RRDB", _esr(PSNR_MODEL), _flip("rrdb", PSNR_MODEL),
-                "psnr", +1),),
+                "psnr", +1, **_psnr()),),
     ),
     Claim(
         "C4", "RaGAN lowers NIQE",
@@ -145,7 +171,7 @@ CLAIMS: tuple[Claim, ...] = (
         "a GAN stage that moves the generator towards natural textures (the paper: 400k steps "
         "on DF2K with an ImageNet VGG19) and enough seeds for a small effect", "default",
         (Effect("ESRGAN - ESRGAN standard GAN", _esr(GAN_MODEL), _flip("ragan", GAN_MODEL),
-                "niqe", -1),),
+                "niqe", -1, **_niqe()),),
     ),
     Claim(
         "C5", "VGG features before activation",
@@ -157,9 +183,10 @@ CLAIMS: tuple[Claim, ...] = (
         "a trained (ImageNet) VGG19 for the premise; the brightness part is measurable with any "
         "VGG19", "default",
         (Effect("ESRGAN - ESRGAN after-act VGG", _esr(GAN_MODEL),
-                _flip("vgg_before_act", GAN_MODEL), "niqe", -1),
+                _flip("vgg_before_act", GAN_MODEL), "niqe", -1, **_niqe()),
          Effect("|brightness shift|: ESRGAN - after-act", _esr(GAN_MODEL),
-                _flip("vgg_before_act", GAN_MODEL), "brightness_error", -1, decides=False)),
+                _flip("vgg_before_act", GAN_MODEL), "brightness_error", -1, decides=False,
+                delta=BRIGHTNESS_DELTA, delta_why=BRIGHTNESS_DELTA_WHY)),
         premise="after-activation conv5_4 features are sparse (paper: 11.17% active)",
         needs={"max_active_fraction": 0.25},
     ),
@@ -172,7 +199,7 @@ CLAIMS: tuple[Claim, ...] = (
         "the two curves from the same pair of models, a GAN model better than its PSNR model "
         "perceptually (else both curves only trade PSNR away)", "default",
         (Effect("network - image NIQE at equal PSNR", _esr(GAN_MODEL), _esr(PSNR_MODEL),
-                "niqe", -1, kind="interpolation"),),
+                "niqe", -1, **_niqe(kind="interpolation")),),
     ),
     Claim(
         "C7", "The GAN stage trades distortion for perception",
@@ -181,9 +208,10 @@ CLAIMS: tuple[Claim, ...] = (
         (), GAN_MODEL, "niqe",
         "a perceptual loss on trained (ImageNet) VGG19 features and GAN steps to match (the "
         "paper: 400k on DF2K); a random VGG19's features are not a perceptual measure", "default",
-        (Effect("GAN - PSNR model NIQE", _esr(GAN_MODEL), _esr(PSNR_MODEL), "niqe", -1),
+        (Effect("GAN - PSNR model NIQE", _esr(GAN_MODEL), _esr(PSNR_MODEL), "niqe", -1,
+                **_niqe()),
          Effect("GAN - PSNR model PSNR (the cost)", _esr(GAN_MODEL), _esr(PSNR_MODEL),
-                "psnr", -1, decides=False)),
+                "psnr", -1, **_psnr(decides=False))),
     ),
     Claim(
         "C8", "Sanity gate: the PSNR model beats bicubic",
@@ -192,7 +220,8 @@ CLAIMS: tuple[Claim, ...] = (
         "every SR paper's table (RRDB_PSNR: Set5 32.73 dB against bicubic's 28.42)",
         (), PSNR_MODEL, "psnr",
         "stage-1 steps enough to pass bicubic", "default",
-        (Effect("PSNR model - bicubic", _esr(PSNR_MODEL), _esr(BICUBIC), "psnr", +1),),
+        (Effect("PSNR model - bicubic", _esr(PSNR_MODEL), _esr(BICUBIC), "psnr", +1,
+                **_psnr()),),
         gate=True,
     ),
 )

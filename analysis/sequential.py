@@ -1,0 +1,146 @@
+"""The sequential seed budget: which claims get seeds beyond the first ones, and its record.
+
+``make ablation`` runs the first seeds of every cell (look 1), then, while its time budget
+lasts, adds seeds to the cells of the claims still undecided on the validation photos whose
+power analysis says a decision is within the seed cap (look 2). The plan is made once, at
+look 1, from the validation set's estimates; the rounds that follow only carry it out (one
+seed per round for every cell of the planned claims, cheapest claims first, while the budget
+lasts), and the verdicts are printed after each round. The family-wise error rate is split
+between the two looks (Bonferroni: ALPHA / 2 each, ``analysis.claims.family_confidence`` with
+``looks=2``), which holds whatever rule chose the added seeds; the test photos are decided once,
+at the end, at the same level.
+
+The record (``PLAN_FILE`` in the file store) is what the report reads: the looks, the first
+seeds, the cap, the budget and the time spent, and each extension with its reason. A rerun
+finds it and carries out the same plan.
+
+    python -m analysis.sequential plan --store runs --preset cpu --first-seeds 3 --cap 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from analysis import claims as verdicts
+
+PLAN_FILE = "sequential.json"  # in the file store's folder
+LOOKS = 2  # first seeds, then the added ones
+PLAN_SET = "val"  # the set the plan looks at (the test photos decide once, at the end)
+
+
+@dataclass
+class Extension:
+    """Seeds added to one claim's cells: up to ``target`` (``reached`` so far), and why."""
+
+    claim: str
+    target: int
+    why: str
+    reached: int = 0
+
+
+@dataclass
+class Plan:
+    """The sequential budget of one store: what was planned at look 1 and how far it got."""
+
+    looks: int
+    first_seeds: int
+    cap: int
+    budget_min: float
+    extensions: list[Extension] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # undecided claims not extended, and why
+    spent_min: float = 0.0  # wall time of the extension rounds so far
+    stopped: str = ""  # why the rounds ended
+
+
+def plan_path(store: str | Path) -> Path:
+    return Path(store) / PLAN_FILE
+
+
+def read_plan(store: str | Path) -> Plan | None:
+    """The store's plan, or None (a store made without the sequential budget)."""
+    path = plan_path(store)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    data["extensions"] = [Extension(**e) for e in data.get("extensions", [])]
+    return Plan(**data)
+
+
+def write_plan(store: str | Path, plan: Plan) -> None:
+    """Write the plan atomically (a rerun reads it; an interrupted write leaves the old)."""
+    path = plan_path(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(plan), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def claim_targets(results: Sequence[verdicts.ClaimResult], first_seeds: int, cap: int
+                  ) -> tuple[list[Extension], list[str]]:
+    """The claims to extend and their seed targets, from look 1's results on one set.
+
+    A claim is extended when its verdict is inconclusive and every one of its undecided
+    deciding effects reaches a decision (a sign or equivalence, 80% power at its observed mean
+    and sd) at look 2's level within ``cap`` seeds; the target is the largest of those.
+    Returns the extensions and, for the undecided claims left alone, why.
+    """
+    extensions, left = [], []
+    for result in results:
+        if result.verdict != verdicts.INCONCLUSIVE:
+            continue
+        level = verdicts.family_confidence(result.family, LOOKS)
+        needs = []
+        for e in result.effects:
+            if not e.effect.decides or e.verdict != verdicts.INCONCLUSIVE:
+                continue
+            est = e.estimate
+            need = verdicts.seeds_needed(est.mean, est.sd, level, delta=e.effect.delta) \
+                if est.n >= 2 else math.inf
+            needs.append((need, e.effect.name))
+        if not needs:
+            continue
+        target, name = max(needs, key=lambda t: (t[0] if math.isfinite(t[0]) else math.inf))
+        claim = result.claim.id
+        if not math.isfinite(target) or target > cap:
+            shown = "more than 10,000" if not math.isfinite(target) else f"about {int(target)}"
+            left.append(f"{claim}: a decision on {name} would need {shown} seeds "
+                        f"(cap {cap})")
+        elif target > first_seeds:
+            extensions.append(Extension(
+                claim, int(target),
+                f"inconclusive after {first_seeds} seeds; {name} reaches a decision with 80% "
+                f"power at about {int(target)} seeds (observed mean and spread, look-2 level)"))
+    return extensions, left
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``plan``: look 1 on the store's validation runs; the extensions as JSON on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["plan"])
+    parser.add_argument("--store", required=True, help="the file store of the runs")
+    parser.add_argument("--first-seeds", type=int, required=True)
+    parser.add_argument("--cap", type=int, required=True)
+    parser.add_argument("--preset", required=True, help="the preset of the runs to read")
+    args = parser.parse_args(argv)
+
+    from analysis import ledger, load
+
+    runs = load.load_runs(args.store, preset=args.preset)
+    interp = load.load_interpolation(args.store, preset=args.preset)
+    if runs.empty:
+        print(json.dumps({"extensions": [], "left": []}))
+        return 0
+    results = ledger.decide_all(runs, interp, [PLAN_SET], looks=LOOKS)[PLAN_SET]
+    extensions, left = claim_targets(results, args.first_seeds, args.cap)
+    print(json.dumps({"extensions": [asdict(e) for e in extensions], "left": left}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
