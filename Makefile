@@ -12,6 +12,9 @@ JOBS   ?= 2
 RUNS   ?= runs
 REPORT ?= $(PRESET)
 MONGO  ?=
+# minutes for `make ablation`: the first seeds, then extra seeds for the claims still undecided
+# and within reach (analysis/sequential.py); 0: the first seeds only
+BUDGET ?= 45
 
 # The MongoDB URL (it may hold a password) reaches the commands through the environment only:
 # never on a command line that make echoes or that `ps` shows.
@@ -53,7 +56,7 @@ weights: $(STAMP)
 	$(PY) -m esrgan.downloads fetch $(WEIGHTS)
 
 MATRIX_CMD = ESRGAN_RUNS=$(RUNS) $(PY) experiments/matrix.py run $(DESIGN) --preset $(PRESET) \
-	$(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS)
+	$(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) --budget $(BUDGET)
 REPORT_CMD = $(PY) -m analysis.report --store $(RUNS) --preset $(PRESET) --name $(REPORT)
 
 # The matrix (resumable: completed cells are skipped), then the report, even after a failed

@@ -29,6 +29,7 @@ any goes against the paper, ``equivalent`` when all are equivalent, else ``incon
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,19 @@ class Estimate:
     confidence: float = CONFIDENCE
 
 
+SEED_LIMIT = 10_000  # seeds_needed: beyond this, inf
+
+
+@functools.lru_cache(maxsize=64)
+def _factors(confidence: float, power: float) -> np.ndarray:
+    """(t(conf) + t(power)) / sqrt(n) for n = 2 .. SEED_LIMIT (index n - 2): the detectable
+    effect in units of sd. Decreasing in n; computed once per level."""
+    n = np.arange(2, SEED_LIMIT + 1)
+    q = stats.t.ppf(0.5 + confidence / 2, n - 1) + stats.t.ppf(power, n - 1)
+    return q / np.sqrt(n)
+
+
+@functools.lru_cache(maxsize=4096)
 def _t(q: float, df: int) -> float:
     return float(stats.t.ppf(q, df))
 
@@ -77,14 +91,16 @@ def detectable(sd: float, n: int, confidence: float = CONFIDENCE, power: float =
     """Smallest |mean difference| a paired design of n seeds detects with ``power``."""
     if n < 2 or not math.isfinite(sd):
         return math.nan
+    if n <= SEED_LIMIT:
+        return float(_factors(confidence, power)[n - 2] * sd)
     return (_t(0.5 + confidence / 2, n - 1) + _t(power, n - 1)) * sd / math.sqrt(n)
 
 
 def seeds_needed(effect: float, sd: float, confidence: float = CONFIDENCE,
-                 power: float = POWER, limit: int = 10_000, delta: float = 0.0) -> float:
+                 power: float = POWER, delta: float = 0.0) -> float:
     """Seeds a paired design needs for a decision with ``power`` if the true mean difference
     is ``effect``: its sign, or (``delta`` > |effect|) its equivalence within ``delta``,
-    whichever comes first (inf beyond ``limit``)."""
+    whichever comes first (inf beyond ``SEED_LIMIT``)."""
     if not (math.isfinite(effect) and math.isfinite(sd)):
         return math.nan
     if sd == 0:
@@ -93,10 +109,9 @@ def seeds_needed(effect: float, sd: float, confidence: float = CONFIDENCE,
     margin = max(abs(effect), delta - abs(effect))
     if margin <= 0:
         return math.inf
-    for n in range(2, limit + 1):
-        if detectable(sd, n, confidence, power) <= margin:
-            return float(n)
-    return math.inf
+    factors = _factors(confidence, power)
+    fits = np.nonzero(factors * sd <= margin)[0]
+    return float(fits[0] + 2) if fits.size else math.inf
 
 
 def estimate(diffs: Iterable[float], confidence: float = CONFIDENCE,
@@ -270,14 +285,25 @@ def _testable(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
     return True, ""
 
 
-def decide(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
-           context: Mapping[str, object] | None = None,
-           claims: Sequence[Claim] = CLAIMS, looks: int = 1) -> list[ClaimResult]:
-    """Every claim measured on ``set_name``; ``context`` holds the premise measurements
-    (``active_fraction``, ``vgg_weights``, ``vgg_layer``) and the regime (``deep_depth``);
-    ``looks``: how many times the seeds were looked at (the error rate is split over them)."""
+@dataclass
+class Measured:
+    """A claim's paired differences on one set, before any verdict, and its preconditions."""
+
+    claim: Claim
+    diffs: list[tuple[Effect, pd.Series]]  # per effect: its difference per seed
+    testable: bool = True
+    why_not: str = ""
+    premise_met: bool = True
+    premise_text: str = ""
+
+
+def measure(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
+            context: Mapping[str, object] | None = None,
+            claims: Sequence[Claim] = CLAIMS) -> list[Measured]:
+    """Every claim's differences on ``set_name``; ``context`` holds the premise measurements
+    (``active_fraction``, ``vgg_weights``, ``vgg_layer``) and the regime (``deep_depth``)."""
     context = context or {}
-    measured = []  # (claim, testable, why_not, premise_met, premise_text, [(effect, diffs)])
+    out = []
     for claim in claims:
         testable, why_not = _testable(claim, context)
         premise_met, premise_text = _premise(claim, context)
@@ -290,32 +316,43 @@ def decide(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
             else:
                 diffs = paired_differences(runs, effect, set_name)
             diffs_of.append((effect, diffs.dropna()))
-        measured.append((claim, testable, why_not, premise_met, premise_text, diffs_of))
-    # the family: every deciding effect that gets a verdict from its numbers on this set
-    m = sum(1 for claim, testable, _, premise_met, _, diffs_of in measured
-            if testable and premise_met
-            for effect, diffs in diffs_of if effect.decides and len(diffs) >= 2)
+        out.append(Measured(claim, diffs_of, testable, why_not, premise_met, premise_text))
+    return out
+
+
+def judge(measured: Sequence[Measured], set_name: str, looks: int = 1) -> list[ClaimResult]:
+    """The verdicts of one set's claims, the family's error rate held at ``ALPHA`` over
+    ``looks`` looks (Bonferroni over the deciding effects that get a verdict from numbers)."""
+    m = sum(1 for c in measured if c.testable and c.premise_met
+            for effect, diffs in c.diffs if effect.decides and len(diffs) >= 2)
     level = family_confidence(m, looks)
     results = []
-    for claim, testable, why_not, premise_met, premise_text, diffs_of in measured:
+    for c in measured:
         effects = []
-        for effect, diffs in diffs_of:
+        for effect, diffs in c.diffs:
             est = estimate(diffs, level, effect.delta)
             raw = estimate(diffs, CONFIDENCE, effect.delta)
-            judged = {"delta": effect.delta, "premise_met": premise_met or not effect.decides,
-                      "testable": testable and est.n > 0}
+            judged = {"delta": effect.delta, "premise_met": c.premise_met or not effect.decides,
+                      "testable": c.testable and est.n > 0}
             effects.append(EffectResult(
-                claim.id, effect, set_name, est, verdict(effect.direction, est, **judged),
+                c.claim.id, effect, set_name, est, verdict(effect.direction, est, **judged),
                 [int(s) for s in diffs.index], raw, verdict(effect.direction, raw, **judged),
                 diffs))
         combined = combine([e.verdict for e in effects if e.effect.decides])
-        reason = why_not if not testable else ""
-        if testable and not any(e.estimate.n for e in effects):
+        reason = c.why_not if not c.testable else ""
+        if c.testable and not any(e.estimate.n for e in effects):
             reason = "no runs of this claim's variants on this set"
-        if combined == PREMISE or (claim.premise and premise_text):
-            reason = premise_text
-        results.append(ClaimResult(claim, set_name, effects, combined, reason, m, looks))
+        if combined == PREMISE or (c.claim.premise and c.premise_text):
+            reason = c.premise_text
+        results.append(ClaimResult(c.claim, set_name, effects, combined, reason, m, looks))
     return results
+
+
+def decide(runs: pd.DataFrame, interp: pd.DataFrame, set_name: str,
+           context: Mapping[str, object] | None = None,
+           claims: Sequence[Claim] = CLAIMS, looks: int = 1) -> list[ClaimResult]:
+    """Every claim measured and judged on ``set_name`` (:func:`measure`, :func:`judge`)."""
+    return judge(measure(runs, interp, set_name, context, claims), set_name, looks)
 
 
 def to_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:

@@ -10,9 +10,9 @@ between the two looks (Bonferroni: ALPHA / 2 each, ``analysis.claims.family_conf
 ``looks=2``), which holds whatever rule chose the added seeds; the test photos are decided once,
 at the end, at the same level.
 
-The record (``PLAN_FILE`` in the file store) is what the report reads: the looks, the first
-seeds, the cap, the budget and the time spent, and each extension with its reason. A rerun
-finds it and carries out the same plan.
+The record (``experiments.store.plan``, in the file store) is what the report reads: the looks,
+the first seeds, the cap, the budget and the time spent, and each extension with its reason. A
+rerun finds it and carries out the same plan.
 
     python -m analysis.sequential plan --store runs --preset cpu --first-seeds 3 --cap 8
 """
@@ -24,61 +24,16 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
 
 from analysis import claims as verdicts
+from esrgan.paper.claims import Claim
+from experiments.store.plan import LOOKS, Extension, Plan, read_plan  # noqa: F401 (re-exported)
 
-PLAN_FILE = "sequential.json"  # in the file store's folder
-LOOKS = 2  # first seeds, then the added ones
 PLAN_SET = "val"  # the set the plan looks at (the test photos decide once, at the end)
-
-
-@dataclass
-class Extension:
-    """Seeds added to one claim's cells: up to ``target`` (``reached`` so far), and why."""
-
-    claim: str
-    target: int
-    why: str
-    reached: int = 0
-
-
-@dataclass
-class Plan:
-    """The sequential budget of one store: what was planned at look 1 and how far it got."""
-
-    looks: int
-    first_seeds: int
-    cap: int
-    budget_min: float
-    extensions: list[Extension] = field(default_factory=list)
-    left: list[str] = field(default_factory=list)  # undecided claims not extended, and why
-    spent_min: float = 0.0  # wall time of the extension rounds so far
-    stopped: str = ""  # why the rounds ended
-
-
-def plan_path(store: str | Path) -> Path:
-    return Path(store) / PLAN_FILE
-
-
-def read_plan(store: str | Path) -> Plan | None:
-    """The store's plan, or None (a store made without the sequential budget)."""
-    path = plan_path(store)
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    data["extensions"] = [Extension(**e) for e in data.get("extensions", [])]
-    return Plan(**data)
-
-
-def write_plan(store: str | Path, plan: Plan) -> None:
-    """Write the plan atomically (a rerun reads it; an interrupted write leaves the old)."""
-    path = plan_path(store)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(plan), indent=2) + "\n")
-    tmp.replace(path)
 
 
 def claim_targets(results: Sequence[verdicts.ClaimResult], first_seeds: int, cap: int
@@ -119,13 +74,33 @@ def claim_targets(results: Sequence[verdicts.ClaimResult], first_seeds: int, cap
     return extensions, left
 
 
+def carry_out(claims: Sequence[Claim], differences: Sequence[Sequence[np.ndarray]],
+              first_seeds: int, cap: int, set_name: str = PLAN_SET
+              ) -> tuple[list[verdicts.ClaimResult], list[Extension]]:
+    """The whole procedure on given per-seed differences (``differences[i][j]``: claim i's
+    effect j, at least ``cap`` seeds): look 1 on the first seeds, the plan, the added seeds up
+    to each target, and the final verdicts. ``make ablation`` does the same with runs."""
+    def looked(n_of: dict[str, int]) -> list[verdicts.ClaimResult]:
+        measured = [verdicts.Measured(c, [(e, pd.Series(np.asarray(d[:n_of[c.id]], float)))
+                                          for e, d in zip(c.effects, diffs, strict=True)])
+                    for c, diffs in zip(claims, differences, strict=True)]
+        return verdicts.judge(measured, set_name, LOOKS)
+
+    n_of = {c.id: first_seeds for c in claims}
+    extensions, _ = claim_targets(looked(n_of), first_seeds, cap)
+    n_of.update({e.claim: e.target for e in extensions})
+    return looked(n_of), extensions
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``plan``: look 1 on the store's validation runs; the extensions as JSON on stdout."""
+    """``plan``: look 1 on the store's validation runs, the extensions as JSON on stdout;
+    ``status``: the current validation verdicts of some claims, a line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["plan"])
+    parser.add_argument("action", choices=["plan", "status"])
     parser.add_argument("--store", required=True, help="the file store of the runs")
-    parser.add_argument("--first-seeds", type=int, required=True)
-    parser.add_argument("--cap", type=int, required=True)
+    parser.add_argument("--first-seeds", type=int, default=0)
+    parser.add_argument("--cap", type=int, default=0)
+    parser.add_argument("--claims", nargs="*", default=[], help="status: these claims")
     parser.add_argument("--preset", required=True, help="the preset of the runs to read")
     args = parser.parse_args(argv)
 
@@ -137,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"extensions": [], "left": []}))
         return 0
     results = ledger.decide_all(runs, interp, [PLAN_SET], looks=LOOKS)[PLAN_SET]
+    if args.action == "status":
+        for result in results:
+            if result.claim.id in args.claims:
+                shown = "; ".join(f"{e.effect.name}: {ledger.effect_text(e)}, {e.verdict}"
+                                  for e in result.effects if e.effect.decides)
+                print(f"{result.claim.id} on {PLAN_SET} now: {result.verdict} ({shown})")
+        return 0
     extensions, left = claim_targets(results, args.first_seeds, args.cap)
     print(json.dumps({"extensions": [asdict(e) for e in extensions], "left": left}))
     return 0

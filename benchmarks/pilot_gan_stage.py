@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # arm -> overrides of the base regime (one difference each; "base" is the regime itself)
 ARMS: dict[str, dict[str, Any]] = {
@@ -145,7 +144,7 @@ def table(arms: list[str], seeds: list[int], base: dict[str, Any], work: Path,
         if not rows:
             continue
 
-        def cell(key: str, fmt: str = "{:.2f}") -> str:
+        def cell(key: str, fmt: str = "{:.2f}", rows: list = rows) -> str:
             values = np.array([r[key] for r in rows])
             per_seed = ", ".join(fmt.format(v) for v in values)
             return f"{fmt.format(values.mean())} ({per_seed})"

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import math
 import os
 import shlex
 import signal
@@ -49,12 +51,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from esrgan.paper.claims import DEEP_STUDY, DEEP_VARIANTS, deep_label
+from esrgan.paper.claims import BY_ID, DEEP_STUDY, DEEP_VARIANTS, deep_label
 from esrgan.paper.switches import ESRGAN, NAMES, PAPER_PATH, SRGAN, matches, variant_label
 from experiments import build, identity, presets
 from experiments.guards import ALREADY_COMPLETED, BEING_RUN_BY
 from experiments.store import completed
 from experiments.store.mongo import MongoUnavailable, ping, redact
+from experiments.store.plan import LOOKS, Extension, Plan, read_plan, write_plan
+from experiments.store.reader import FileStore
 from experiments.store.targets import MONGO_ENV, StoreTargets
 
 RUN_PY = Path(__file__).resolve().parent / "run.py"
@@ -253,14 +257,20 @@ SCORING_STEPS = 100
 
 def expected_cost(cell: Cell, trains_stage1: bool) -> float:
     """The work of one cell in stage-1-step units of its generator (for progress and ETA)."""
-    cfg = cell.config
-    if cell.kind == "interpolation":
+    return config_cost(cell.config, cell.kind, trains_stage1)
+
+
+def config_cost(cfg: Mapping[str, Any], kind: str, trains_stage1: bool) -> float:
+    """:func:`expected_cost` of a run's config."""
+    if kind == "interpolation":
         return 1.0
     size = sum(p.numel() for p in build.make_generator(cfg, seed=0).parameters())
-    per_step = size * int(cfg["batch"]) * (int(cfg["patch"]) // int(cfg["scale"])) ** 2
-    steps = (int(cfg["steps1"]) if trains_stage1 else 0) + SCORING_STEPS \
-        + GAN_STEP_COST * int(cfg["steps2"])
-    return per_step * steps
+
+    def per_step(stage: int) -> float:  # generator size x LR pixels of a batch
+        return size * int(cfg["batch"]) * (build.stage_patch(cfg, stage) // int(cfg["scale"])) ** 2
+
+    stage1 = (int(cfg["steps1"]) if trains_stage1 else 0) + SCORING_STEPS
+    return per_step(1) * stage1 + per_step(2) * GAN_STEP_COST * int(cfg["steps2"])
 
 
 def outcome(log: Path) -> str:
@@ -354,6 +364,147 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
     return failed, counts
 
 
+# ------------------------------------------------------------------------------------------
+# the sequential seed budget: analysis.sequential plans it after the first seeds; this carries
+# it out, one seed per round for the cells of the planned claims, while the budget lasts
+
+
+SEQUENTIAL_DESIGNS = ("default", "claims", "deep")  # designs whose cells the claims name
+
+
+def cell_variant(cell: Cell) -> tuple[str, str | None]:
+    """(variant, study) as the claims name them (``esrgan.paper.claims.Side``)."""
+    if cell.extra.get("study") == DEEP_STUDY:
+        return deep_label(cell.switches), DEEP_STUDY
+    return variant_label(cell.switches), None
+
+
+def claim_cells(cells: list[Cell], claims: Iterable[str]) -> list[Cell]:
+    """The cells (and interpolation sweeps) the effects of ``claims`` are measured on."""
+    effects = [e for c in claims for e in BY_ID[c].effects]
+    wanted = {(side.variant, e.study) for e in effects for side in (e.a, e.b)}
+    chosen = [c for c in cells if c.kind == "cell" and cell_variant(c) in wanted]
+    sweep = any(e.kind == "interpolation" for e in effects)
+    return chosen + (interpolation_cells(chosen) if sweep else [])
+
+
+def seconds_per_cost(runs_dir: str | Path, preset: str) -> float:
+    """Seconds per unit of :func:`expected_cost`, measured on the store's completed runs."""
+    seconds = cost = 0.0
+    for record in FileStore(runs_dir).runs(("COMPLETED",)):
+        took = (record.result or {}).get("seconds", {}) if isinstance(record.result, dict) \
+            else {}
+        if record.preset != preset or record.kind != "cell" or "total" not in took:
+            continue
+        seconds += float(took["total"])
+        cost += config_cost(record.config, "cell", not record.meta.get("stage1_reused"))
+    return seconds / cost if cost else math.nan
+
+
+def plan_seeds(runs_dir: str | Path, preset: str, first_seeds: int, cap: int,
+               budget_min: float, first_min: float) -> Plan:
+    """Look 1: ``python -m analysis.sequential plan`` on the store (experiments never import
+    the analysis), as a :class:`Plan`."""
+    cmd = [sys.executable, "-m", "analysis.sequential", "plan", "--store", str(runs_dir),
+           "--preset", preset, "--first-seeds", str(first_seeds), "--cap", str(cap)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"planning the added seeds failed: {last}")
+    data = json.loads(out.stdout)
+    return Plan(LOOKS, first_seeds, cap, budget_min,
+                [Extension(**e) for e in data["extensions"]], data["left"], first_min=first_min)
+
+
+def print_status(runs_dir: str | Path, preset: str, claims: Iterable[str]) -> None:
+    """The current validation verdicts of ``claims`` (a progress line each)."""
+    cmd = [sys.executable, "-m", "analysis.sequential", "status", "--store", str(runs_dir),
+           "--preset", preset, "--claims", *claims]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in (out.stdout if out.returncode == 0 else out.stderr).strip().splitlines()[-20:]:
+        tqdm.write(f"  {line}")
+
+
+def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | Path,
+              budget_min: float, first_min: float, jobs: int, log_dir: Path,
+              env: Mapping[str, str]) -> tuple[list[Cell], Counter]:
+    """Plan (once per store) and run the added seeds; returns the failed cells and counts."""
+    plan = read_plan(runs_dir)
+    if plan is None:
+        first = presets.MATRIX_SEEDS[preset]
+        plan = plan_seeds(runs_dir, preset, first, presets.MAX_SEEDS[preset], budget_min,
+                          first_min)
+        write_plan(runs_dir, plan)
+    plan.budget_min = budget_min
+    for ext in plan.extensions:
+        print(f"extra seeds: {ext.claim} up to {ext.target} ({ext.why})")
+    for line in plan.left:
+        print(f"no extra seeds: {line}")
+    rate = seconds_per_cost(runs_dir, preset)
+    failed: list[Cell] = []
+    counts: Counter = Counter()
+    plan.stopped = "no claim was both undecided and within the seed cap after the first seeds"
+    for seed in range(plan.first_seeds, plan.cap):
+        active = [e for e in plan.extensions if e.target > seed]
+        if not active:
+            if plan.extensions:
+                plan.stopped = "every extended claim reached its target"
+            break
+        cells = make_cells(design, preset, [seed], extra)
+        cells += interpolation_cells(cells)
+        done = completed(runs_dir, None, sync=False)
+        # cheapest claims first, as many as the budget holds
+        chosen: list[str] = []
+        for ext in sorted(active, key=lambda e: _round_seconds(
+                claim_cells(cells, [e.claim]), done, rate, jobs)):
+            trial = claim_cells(cells, [*chosen, ext.claim])
+            left = budget_min - plan.first_min - plan.spent_min
+            if _round_seconds(trial, done, rate, jobs) / 60 <= left:
+                chosen.append(ext.claim)
+        if not chosen:
+            plan.stopped = (f"the budget ({budget_min:g} min) was spent before seed {seed} "
+                            "of the extended claims")
+            break
+        todo = [c for c in claim_cells(cells, chosen) if not is_done(c, done)]
+        tqdm.write(f"seed {seed} for {', '.join(chosen)}: {len(todo)} runs")
+        t0 = time.perf_counter()
+        for kind in ("cell", "interpolation"):
+            bad, got = run_cells([c for c in todo if c.kind == kind], jobs, log_dir, env,
+                                 f"seed {seed}")
+            failed += bad
+            counts += got
+        plan.spent_min += (time.perf_counter() - t0) / 60
+        for ext in plan.extensions:
+            if ext.claim in chosen:
+                ext.reached = seed + 1
+        write_plan(runs_dir, plan)
+        if failed:
+            plan.stopped = "a run failed"
+            break
+        print_status(runs_dir, preset, chosen)
+    else:
+        plan.stopped = ("every extended claim reached its target" if plan.extensions
+                        else plan.stopped)
+    write_plan(runs_dir, plan)
+    print(f"extra seeds stopped: {plan.stopped} ({plan.spent_min:.1f} min)")
+    return failed, counts
+
+
+def _round_seconds(cells: list[Cell], done: set[tuple[str, str]], rate: float,
+                   jobs: int) -> float:
+    """Expected wall seconds of the cells not yet done (their stage-1 models counted once)."""
+    owners: set[str] = set()
+    total = 0.0
+    for cell in cells:
+        key = identity.stage1_key(cell.config)
+        if not is_done(cell, done):
+            total += expected_cost(cell, key not in owners)
+        owners.add(key)
+    if not math.isfinite(rate):
+        return 0.0  # nothing measured yet: the budget cannot be judged, run the round
+    return total * rate / max(1, min(jobs, len(cells)))
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM to the matrix: its cells are stopped the same way, then it exits."""
 
@@ -400,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="MongoDB URL shared by every cell (default: env ESRGAN_MONGO)")
     parser.add_argument("--runs", default=None,
                         help="file store (default: env ESRGAN_RUNS, else runs/)")
+    parser.add_argument("--budget", type=float, default=0.0, metavar="MINUTES",
+                        help="after the first seeds, add seeds to the claims still undecided "
+                             "and within reach while this many minutes (from the start) last "
+                             f"(designs {', '.join(SEQUENTIAL_DESIGNS)}; 0: the first seeds only)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every cell")
     args = parser.parse_intermixed_args(argv)
 
@@ -449,6 +604,17 @@ def main(argv: list[str] | None = None) -> int:
                                  log_dir, env, "interpolation")
     failed += failed2
     counts += counts2
+    if args.budget > 0 and args.design in SEQUENTIAL_DESIGNS and not failed \
+            and args.seeds is None:
+        try:
+            failed3, counts3 = add_seeds(args.design, args.preset, extra, stores.runs,
+                                         args.budget, (time.perf_counter() - t0) / 60,
+                                         args.jobs, log_dir, env)
+        except (RuntimeError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        failed += failed3
+        counts += counts3
     minutes = (time.perf_counter() - t0) / 60
     print(f"matrix finished in {minutes:.1f} min: {counts['trained']} run by this process, "
           f"{counts['found']} found completed by another, {counts['waited']} waited for while "

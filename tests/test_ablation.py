@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
+from experiments.store.plan import Extension, Plan, read_plan, write_plan
+
 REPO = Path(__file__).resolve().parents[1]
 MATRIX = [sys.executable, str(REPO / "experiments" / "matrix.py")]
 # one-at-a-time has 7 cells (ESRGAN + each switch flipped) and one interpolation sweep
@@ -135,9 +137,18 @@ def test_tiny_default_ablation_decides_the_ledger(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     env = {**os.environ, "ESRGAN_RUNS": str(runs)}
     t0 = time.monotonic()
-    proc = subprocess.run([*MATRIX, "run", "default", "--preset", "tiny", "--jobs", "2"],
+    proc = subprocess.run([*MATRIX, "run", "default", "--preset", "tiny", "--jobs", "2",
+                           "--budget", "45"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    plan = read_plan(runs)  # looked at after the first seeds, whatever it chose
+    assert plan is not None and plan.looks == 2 and plan.first_seeds == 2 and plan.stopped
+    # every GAN model's periodic-artifact index is computed and stored, beside bicubic's
+    gan = [r for r in completed(runs) if r.get("cell_key")]
+    results = [json.loads((runs / r["id"] / "run.json").read_text())["result"] for r in gan]
+    scored = [r for r in results if "gan_model" in r]
+    assert scored and all(0 <= r[m]["val"]["artifacts"] < 1 for r in scored
+                          for m in ("gan_model", "psnr_model", "bicubic"))
     report = subprocess.run(
         [sys.executable, "-m", "analysis.report", "--store", str(runs), "--preset", "tiny",
          "--name", "tiny", "--out", str(tmp_path / "reports")],
@@ -160,3 +171,27 @@ def test_tiny_default_ablation_decides_the_ledger(tmp_path: Path) -> None:
     for name in ("claims_over_training", "c1_deep_trainability", "crops", "interpolation"):
         assert (folder / "figures" / f"{name}.png").stat().st_size > 1000, name
     assert "## At paper scale" in index and "GPU-hours" in index
+
+
+def test_added_seeds_follow_the_plan(tmp_path: Path) -> None:
+    """A store whose plan extends C1 to 3 seeds: after the first 2 seeds of the deep design
+    the matrix runs seed 2 of C1's cells only, records how far it got, and a rerun adds
+    nothing."""
+    runs = tmp_path / "runs"
+    write_plan(runs, Plan(2, 2, 3, 30.0, [Extension("C1", 3, "a test plan")]))
+    env = {**os.environ, "ESRGAN_RUNS": str(runs)}
+    cmd = [*MATRIX, "run", "deep", "--preset", "tiny", "--jobs", "2", "--budget", "30"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "extra seeds: C1 up to 3 (a test plan)" in proc.stdout
+    seeds = Counter(json.loads((runs / r["id"] / "config.json").read_text())["seed"]
+                    for r in completed(runs) if r.get("study") == "deep")
+    assert seeds == {0: 4, 1: 4, 2: 4}, seeds
+    plan = read_plan(runs)
+    assert plan.extensions[0].reached == 3
+    assert plan.stopped == "every extended claim reached its target"
+    assert plan.spent_min > 0
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and "0 run by this process" in again.stdout, again.stdout

@@ -526,3 +526,50 @@ def test_back_projection_torch_equals_numpy_and_checks_sizes():
     assert np.abs(imresize(consistent, output_size=(8, 10)) - lr).max() < 1e-3
     with pytest.raises(ValueError, match="not 4 x LR size"):
         back_project(sr[:-1], lr, 4, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# the periodic-artifact index
+
+
+def _photo_like(h: int = 256, w: int = 320, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB image with a 1/f-like spectrum (no periodic structure)."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[None, :]
+    amp = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / max(h, w))
+    planes = []
+    for _ in range(3):
+        phase = np.exp(2j * np.pi * rng.random((h, w)))
+        plane = np.real(np.fft.ifft2(amp * phase))
+        planes.append((plane - plane.min()) / np.ptp(plane))
+    return 0.1 + 0.8 * np.stack(planes, axis=-1)
+
+
+def test_artifact_index_sees_a_grid_and_not_blur_or_noise() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from esrgan.metrics import METRICS, artifact_index
+
+    hr = _photo_like()
+    h, w, _ = hr.shape
+    yy, xx = np.mgrid[:h, :w]
+    blurred = gaussian_filter(hr, sigma=(1.5, 1.5, 0))
+    noisy = np.clip(hr + np.random.default_rng(1).normal(0, 3 / 255, hr.shape), 0, 1)
+    # a diagonal grid of 3 grey levels with a period of 9 px, as GAN stages paint
+    grid = np.clip(blurred + (3 / 255) * np.cos(2 * np.pi * (xx + yy) / 9.0)[..., None], 0, 1)
+    plain = {"blur": artifact_index(blurred, hr, 4), "noise": artifact_index(noisy, hr, 4)}
+    with_grid = artifact_index(grid, hr, 4)
+    assert max(plain.values()) < 0.02, plain
+    assert with_grid > 4 * max(plain.values()), (with_grid, plain)
+    assert artifact_index(hr, hr, 4) == 0.0  # no error at all
+    assert METRICS["artifacts"].function is artifact_index
+    assert not METRICS["artifacts"].higher_is_better
+
+
+def test_artifact_index_refuses_a_too_small_image() -> None:
+    from esrgan.metrics import artifact_index
+
+    img = _photo_like(40, 40)
+    with pytest.raises(ValueError, match="too small for the artifact index"):
+        artifact_index(img, img, 4)

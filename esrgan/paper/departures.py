@@ -68,6 +68,18 @@ def departures(cfg: Mapping[str, Any]) -> list[Departure]:
         ours = f"perceptual features from {cfg['vgg_layer']}"
         paper = str(PAPER_SETTING["vgg_layer"])
         out.append(Departure("vgg_layer", ours, paper, "", ours, f"{ours} instead of {paper}"))
+    if cfg.get("vgg_pool", "max") != "max":  # an older run's config has no vgg_pool
+        ours = "VGG19 with 2x2 average pooling"
+        paper, why = "its max pooling", "smoother feature gradients for the generator"
+        out.append(Departure("vgg_pool", ours, paper, why, ours,
+                             f"{ours} instead of {paper} ({why})"))
+    weights = [k for k in ("percep_weight", "lambda_adv", "eta_l1")
+               if cfg[k] != PAPER_SETTING[k] and int(cfg["steps2"]) > 0]
+    if weights:
+        ours = ", ".join(f"{k} {cfg[k]:g}" for k in weights)
+        paper = ", ".join(f"{k} {PAPER_SETTING[k]:g}" for k in weights)
+        out.append(Departure("loss_weights", ours, paper, "", "other GAN-stage loss weights",
+                             f"GAN-stage loss weights {ours} (paper: {paper})"))
     if cfg["ema_decay"]:
         short = "an exponential moving average of G"
         ours = f"{short} (decay {cfg['ema_decay']:g}) is scored and shipped"
@@ -102,12 +114,19 @@ def _sizes(cfg: Mapping[str, Any], gan_stage: bool) -> Departure | None:
     if not cfg["rrdb"]:
         keys.insert(1, "nb_resblock")
     sizes = {k: cfg[k] for k in keys if cfg[k] != PAPER_SETTING[k]}
+    if gan_stage and cfg.get("patch2") and cfg["patch2"] != cfg["patch"]:
+        # the GAN stage's own patch (the paper trains both stages at 128)
+        if cfg["patch2"] != PAPER_SETTING["patch"]:
+            sizes["GAN-stage patch"] = cfg["patch2"]
+        elif "patch" in sizes:
+            sizes["patch"] = f"{cfg['patch']} (GAN stage {cfg['patch2']})"
     if not sizes:
         return None
-    paper = ", ".join(f"{k} {PAPER_SETTING[k]}" for k in sizes)
+    paper = ", ".join(f"{k} {PAPER_SETTING.get(k, PAPER_SETTING['patch'])}" for k in sizes)
     ours = ", ".join(f"{k} {v}" for k, v in sizes.items())
-    short = ("smaller scale" if all(v <= PAPER_SETTING[k] for k, v in sizes.items())
-             else "other sizes")
+    smaller = all(not isinstance(v, int) or v <= PAPER_SETTING.get(k, PAPER_SETTING["patch"])
+                  for k, v in sizes.items())
+    short = "smaller scale" if smaller else "other sizes"
     why = "learning-rate milestones scaled"
     return Departure("sizes", ours, paper, why, short, f"{short}: {ours} (paper: {paper}); {why}")
 
