@@ -74,13 +74,13 @@ def base():
     batch = 4  # global batch size (under torchrun: split evenly over the processes)
     patch = 64  # HR patch size (multiple of 32: the discriminator halves it 5 times)
     patch2 = 0  # HR patch size of stage 2 and of D's input (0: patch)
-    # Speed: stage 1 in bf16, stage 2 with bf16-losses (VGG19 and D; G stays fp32). The bf16
-    # quality guard at this preset, and why not fp32 or full bf16: README "Performance".
-    precision1 = "bf16"  # stage-1 arithmetic (G only): 'fp32', 'bf16' or 'fp16' (autocast)
+    # fp32, the paper's arithmetic: bf16 autocast is faster only on CPUs with native bf16
+    # (AVX512-BF16 or AMX); elsewhere it is emulated and far slower (README "Performance")
+    precision1 = "fp32"  # stage-1 arithmetic (G only): 'fp32', 'bf16' or 'fp16' (autocast)
     # stage 2: 'fp32', 'bf16'/'fp16' (every network), 'bf16-losses'/'fp16-losses' (VGG, D);
     # fp16 (GPUs before Ampere) adds a gradient scaler per optimiser
-    precision2 = "bf16-losses"
-    channels_last = True  # NHWC memory format for networks and batches (faster with bf16)
+    precision2 = "fp32"
+    channels_last = True  # NHWC memory format for networks and batches (faster on CPUs)
     compile = "off"  # torch.compile of the networks: 'off', 'default', 'reduce-overhead'
     adam = "auto"  # Adam kernel: 'auto' (fused on CUDA, foreach on CPU), 'fused', 'foreach'
     # > 0: keep an exponential moving average of G's weights in both stages, score and ship
