@@ -295,7 +295,8 @@ def curves_figure(curves: pd.DataFrame, out_dir: str | Path, *, footer: str = ""
                   names: Sequence[str] | None = None) -> list[Path]:
     """Losses and validation metrics vs step, one line per variant (mean over seeds).
 
-    Learning-rate curves are left out (they repeat the config).
+    Losses on a log y axis (:func:`loss_scale`). Learning-rate curves are left out (they
+    repeat the config).
     """
     if curves.empty:
         return []
@@ -314,10 +315,12 @@ def curves_figure(curves: pd.DataFrame, out_dir: str | Path, *, footer: str = ""
         sns.lineplot(data=data, x="step", y="value", hue="variant", hue_order=list(colors),
                      palette=colors, estimator="mean", errorbar=None, marker="o" if few
                      else None, ax=ax, legend=False)
+        if "_val_" not in name:
+            loss_scale(ax, data["value"])
         ax.set_title(_curve_title(name), fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.set_ylabel("")
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)
@@ -326,6 +329,22 @@ def curves_figure(curves: pd.DataFrame, out_dir: str | Path, *, footer: str = ""
                frameon=False)
     title = "Training curves (mean over seeds per variant)"
     return save(fig, out_dir, stem, title, footer)
+
+
+def loss_scale(ax: plt.Axes, values: pd.Series) -> str:
+    """Put a loss panel on a log y axis (symlog where a value is <= 0, linear within the
+    smaller values' tenth percentile), so that one diverging run does not flatten every
+    other curve; returns the scale."""
+    finite = values[np.isfinite(values.astype(float))].astype(float)
+    if finite.empty:
+        return "linear"
+    if (finite > 0).all():
+        ax.set_yscale("log")
+        return "log"
+    nonzero = finite[finite != 0].abs()
+    linthresh = float(nonzero.quantile(0.1)) if len(nonzero) else 1.0
+    ax.set_yscale("symlog", linthresh=linthresh)
+    return "symlog"
 
 
 def _curve_key(name: str) -> tuple[int, int, str]:
