@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
 from esrgan.metrics import METRICS
+from esrgan.paper.claims import DEEP_VARIANTS
 from esrgan.paper.switches import (
     ESRGAN,
     GENERATOR_SWITCHES,
@@ -34,8 +35,9 @@ ONE_FLIP: dict[str, str] = {s.name: s.flipped_label for s in SWITCH_TABLE}
 
 
 def variant_order(labels: Iterable[str]) -> list[str]:
-    """The given labels in plot order: the paper path, then one-switch flips, then the rest."""
-    known = known_labels()
+    """The given labels in plot order: the paper path, then one-switch flips, then the deep
+    design's variants, then the rest."""
+    known = [*known_labels(), *DEEP_VARIANTS]
     present = list(dict.fromkeys(labels))
     ordered = [label for label in known if label in present]
     return ordered + sorted(label for label in present if label not in known)

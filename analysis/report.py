@@ -35,6 +35,7 @@ from analysis.claims import ClaimResult
 from analysis.labels import MODEL_LABELS, metric_label, set_sort_key, variant_order
 from analysis.sequential import Plan
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
+from esrgan.paper.claims import DEEP_VARIANTS
 from esrgan.paper.departures import Departure
 from experiments.store import redact
 
@@ -130,6 +131,59 @@ def departures(runs: pd.DataFrame) -> list[Departure]:
         for departure in found:
             seen.setdefault(departure.text, departure)
     return list(seen.values())
+
+
+def departure_lines(runs: pd.DataFrame) -> list[str]:
+    """Each departure's sentence once, with the cells it applies to: '(all cells)', or the
+    variants (a variant with it in some of its seeds only: those seeds); departures of one
+    kind (``Departure.key``) side by side."""
+    per_run = runs.drop_duplicates("run_id")
+    every = set(per_run["run_id"])
+    holders: dict[str, set] = {}
+    for run_id, found in zip(per_run["run_id"], per_run["substitutes"], strict=True):
+        for departure in found:
+            holders.setdefault(departure.text, set()).add(run_id)
+    found = departures(runs)
+    keys = list(dict.fromkeys(d.key for d in found))
+    lines = []
+    for departure in sorted(found, key=lambda d: keys.index(d.key)):
+        have = holders[departure.text]
+        if have == every:
+            lines.append(f"{departure.text} (all cells)")
+            continue
+        cells = []
+        for variant in variant_order(per_run["variant"]):
+            mine = per_run[per_run["variant"] == variant]
+            hit = mine[mine["run_id"].isin(have)]
+            if hit.empty:
+                continue
+            seeds = sorted(int(x) for x in hit["seed"].dropna())
+            cells.append(variant if len(hit) == len(mine)
+                         else f"{variant} seed{'s' if len(seeds) > 1 else ''} "
+                              f"{', '.join(map(str, seeds))}")
+        lines.append(f"{departure.text} ({', '.join(cells)})")
+    return lines
+
+
+def artifact_line(summary: pd.DataFrame, set_name: str = "val") -> str:
+    """The mean artifact index of each kind of model on ``set_name`` (GAN models, PSNR-oriented
+    models, bicubic; the ablation's variants), or '' where the runs did not score it."""
+    part = summary[(summary["metric"] == "artifacts") & (summary["set"] == set_name)
+                   & ~summary["variant"].isin(list(DEEP_VARIANTS))]
+    kinds = []
+    for model, label in ((GAN_MODEL, "GAN models"), (PSNR_MODEL, "PSNR-oriented models"),
+                         (BICUBIC, "bicubic")):
+        rows = part[part["model"] == model].dropna(subset=["mean"])
+        if rows.empty:
+            continue
+        value = tables.format_value("artifacts", float(rows["mean"].mean()))
+        many = model != BICUBIC and len(rows) > 1
+        kinds.append(f"{label} {value}" + (f" (mean of {len(rows)} variants)" if many else ""))
+    if not kinds:
+        return ""
+    return (f"{metric_label('artifacts')} on {set_name} (the share of the error SR − HR in "
+            f"isolated spectral peaks, i.e. a checkerboard or grid; read against bicubic's): "
+            f"{', '.join(kinds)}.")
 
 
 def read_plan(stores: Sequence[load.FileStore | load.MongoStore]) -> Plan | None:
@@ -353,7 +407,7 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
             md += [figure, ""]
     md += ["## Scale of these runs", "", scale_table(runs, interp, sources), ""]
     md += ["## Departures from the paper", ""]
-    md += [f"- {d.text}" for d in found] if found else ["- none recorded"]
+    md += [f"- {line}" for line in departure_lines(runs)] if found else ["- none recorded"]
     paper_scale = ledger.paper_scale_markdown(runs)
     if paper_scale:
         md += ["", "## At paper scale", "", paper_scale]
@@ -381,6 +435,9 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
         md += [f"Bicubic on '{set_}': {values}.", ""]
     md += ["## Training curves", "", _figure_md(written, "training_curves") or "No curves.", ""]
     md += ["## Crops", "", _figure_md(written, "crops") or "No crops saved by the runs.", ""]
+    artifacts = artifact_line(summary)
+    if artifacts:
+        md += [artifacts, ""]
     md += ["## Files", "",
            "- [tables/runs.csv](tables/runs.csv): every run x model x set x metric",
            "- [tables/variant_metrics.csv](tables/variant_metrics.csv): mean, sd, CI, n per "

@@ -490,8 +490,9 @@ def test_departures_from_the_record_the_config_or_an_old_runs_sentences(tmp_path
             "an exponential moving average of G; stage-1 learning rate 0.0005; smaller scale; "
             "bf16 autocast; lr 1. Its numbers") in banner
     listed = md.split("## Departures from the paper", 1)[1].split("##", 1)[0]
-    assert f"- {sentences[0]}" in listed and "- lr 1 sentence" in listed
-    assert "- " + departures(full)[-1].text in listed
+    assert f"- {sentences[0]} (ESRGAN seed 0)" in listed
+    assert "- lr 1 sentence (ESRGAN seed 2)" in listed
+    assert f"- {departures(full)[-1].text} (ESRGAN seed 1)" in listed
 
 
 def test_report_says_which_metrics_of_the_panel_were_left_out_and_why(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from test_analysis import make_interpolation_run, make_run, noise, switches_for, write_file_run
 
 from analysis import claims as verdicts
-from analysis import figures, ledger, load, report, sequential
+from analysis import figures, ledger, load, report, sequential, tables
 from esrgan.paper.claims import CLAIMS, DEEP_STUDY, DEEP_VARIANTS
 from esrgan.paper.departures import Departure
 
@@ -231,6 +231,26 @@ def test_the_ledger_states_levels_deltas_chance_and_its_evidence(page: dict[str,
     assert f"- Left undecided: {LEFT}." in seeds
     assert "Budget 45 min; the extra seeds took 12 min. Stopped: every extension reached its " \
         "target." in seeds
+
+
+def test_departures_once_each_with_their_cells(page: dict[str, Any]) -> None:
+    listed = [line for line in _section(page["md"], "## Departures from the paper").splitlines()
+              if line.startswith("- ")]
+    assert len(listed) == len(set(listed)) == 3
+    assert listed[0].endswith("instead of DF2K (all cells)")
+    assert f"- {SIZES.text} (plain MSRA, x0.1 init, beta 0.2, x0.1 init + beta 0.2)" in listed
+
+
+def test_crops_say_the_artifact_index_of_each_kind_of_model(page: dict[str, Any]) -> None:
+    crops = _section(page["md"], "## Crops")
+    summary = tables.variant_summary(page["runs"])
+    part = summary[(summary["metric"] == "artifacts") & (summary["set"] == "val")
+                   & ~summary["variant"].isin(list(DEEP_VARIANTS))]
+    gan = part[part["model"] == "gan_model"]["mean"].mean()
+    line = next(x for x in crops.splitlines() if x.startswith("Artifact index-Y on val"))
+    assert f"GAN models {gan:.4f} (mean of 5 variants)" in line
+    assert "PSNR-oriented models 0.01" in line and line.endswith("bicubic 0.0100.")
+    assert report.artifact_line(summary[summary["metric"] != "artifacts"]) == ""
 
 
 def test_a_loss_panel_is_logarithmic() -> None:
