@@ -1,4 +1,9 @@
-"""Figures of the claims ledger: each effect against training step, and claim C1's curves.
+"""Figures of the claims ledger: the evidence behind each set's verdicts, each effect against
+training step, and claim C1's curves.
+
+The evidence figure shows, per deciding effect, what the verdict rests on: the paired
+difference of every seed, the family-wise interval the verdict reads, the +-delta band of no
+effect of interest and zero.
 
 An effect's trajectory is its paired difference value(a) - value(b) at every intermediate
 validation (``stage1_val_*`` for a PSNR-oriented side, ``stage2_val_*`` for a GAN side; a side
@@ -9,6 +14,7 @@ final value). A reader sees whether an effect is still moving when training stop
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -19,11 +25,72 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis import claims as verdicts  # noqa: E402
 from analysis.labels import metric_label, short_metric_label  # noqa: E402
+from analysis.ledger import effect_text, level_text, set_level  # noqa: E402
 from analysis.plotting import palette, save  # noqa: E402
 from analysis.tables import summarize  # noqa: E402
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL  # noqa: E402
 from esrgan.paper.claims import CLAIMS, DEEP_STUDY, DEEP_VARIANTS, Effect  # noqa: E402
+
+VERDICT_COLORS: dict[str, str] = {
+    verdicts.AGREES: "#2a9d4b", verdicts.OPPOSITE: "#d1495b", verdicts.EQUIVALENT: "#3b6ea8",
+    verdicts.INCONCLUSIVE: "#6d6d6d", verdicts.PREMISE: "#b0b0b0",
+    verdicts.UNTESTABLE: "#b0b0b0"}
+
+
+def evidence_figure(results: Sequence[verdicts.ClaimResult], out_dir: str | Path, *,
+                    set_name: str = "val", footer: str = "", stem: str | None = None
+                    ) -> list[Path]:
+    """One panel per deciding effect measured on ``set_name``: a dot per seed (its paired
+    difference), the family-wise interval as a bar around the mean, the +-delta band shaded,
+    zero as a line, the verdict in the title (coloured by it) and the ledger's number below.
+
+    An interval far wider than the dots is cut at the panel's edge (an arrow says so); its
+    ends are in the number under the panel.
+    """
+    panels = [e for r in results for e in r.effects
+              if e.effect.decides and e.estimate.n >= 1 and len(e.diffs)]
+    if not panels:
+        return []
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, e in zip(axes.flat, panels, strict=False):
+        est, effect, color = e.estimate, e.effect, VERDICT_COLORS[e.verdict]
+        dots = e.diffs.to_numpy(dtype=float)
+        xs = np.linspace(-0.18, 0.18, len(dots)) if len(dots) > 1 else np.zeros(1)
+        if effect.delta > 0:
+            ax.axhspan(-effect.delta, effect.delta, color="#e6e6e6", lw=0, zorder=0)
+        ax.axhline(0, color="black", lw=0.8, zorder=1)
+        ax.scatter(xs, dots, s=22, color=color, alpha=0.75, lw=0, zorder=3)
+        # the view: the dots, zero, the band and the mean, with room around them
+        core = np.concatenate([dots, [0.0, est.mean, -effect.delta, effect.delta]])
+        lo, hi = float(np.nanmin(core)), float(np.nanmax(core))
+        span = (hi - lo) or max(abs(hi), 1.0)
+        view = (lo - 0.6 * span, hi + 0.6 * span)
+        ax.set_ylim(*view)
+        if est.n >= 2 and np.isfinite(est.low):
+            low, high = max(est.low, view[0]), min(est.high, view[1])
+            ax.plot([0.5, 0.5], [low, high], color=color, lw=2.2, zorder=2)
+            for end, shown, marker in ((est.low, low, "v"), (est.high, high, "^")):
+                ax.plot(0.5, shown, marker=marker if end != shown else "_", ms=7,
+                        color=color, zorder=2)
+        ax.plot(0.5, est.mean, "o", ms=6, color=color, mec="white", zorder=4)
+        ax.set_xlim(-0.5, 0.9)
+        ax.set_xticks([])
+        ax.set_ylabel(f"{metric_label(effect.metric)}", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{e.claim}: {effect.name}\n{e.verdict}", fontsize=8, color=color)
+        ax.text(0.5, -0.04, effect_text(e), transform=ax.transAxes, ha="center", va="top",
+                fontsize=6.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    level = level_text(set_level(results))
+    title = (f"The evidence on '{set_name}': each seed's paired difference, the {level} "
+             f"interval (family-wise), the ±delta band")
+    return save(fig, out_dir, stem or f"effects_{set_name}", title, footer)
 
 
 def _curve(curves: pd.DataFrame, variant: str, name: str, study: str | None) -> pd.DataFrame:

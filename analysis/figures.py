@@ -24,7 +24,12 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from analysis.claim_figures import deep_curves, effects_over_training  # noqa: E402
+from analysis.claim_figures import (  # noqa: E402
+    deep_curves,
+    effects_over_training,
+    evidence_figure,
+)
+from analysis.claims import ClaimResult  # noqa: E402
 from analysis.labels import (  # noqa: E402
     MODEL_LABELS,
     metric_label,
@@ -33,7 +38,7 @@ from analysis.labels import (  # noqa: E402
     variant_order,
 )
 from analysis.plotting import palette, save  # noqa: E402
-from analysis.tables import effect_panels, summarize  # noqa: E402
+from analysis.tables import summarize  # noqa: E402
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL  # noqa: E402
 from esrgan.paper.claims import DEEP_VARIANTS  # noqa: E402
 
@@ -42,8 +47,6 @@ PIRM_REGIONS: tuple[tuple[str, float, float], ...] = (
     ("R1", 0.0, 11.5), ("R2", 11.5, 12.5), ("R3", 12.5, 16.0))
 ERRORBAR_NOTE = ("points: mean over seeds; bars: 95% t-interval over seeds "
                  "(none where a variant has one seed); faint dots: single seeds")
-VERDICT_COLORS: dict[str, str] = {"agrees": "#2a9d4b", "opposite": "#d1495b",
-                                  "inconclusive": "#8d8d8d", "no claim": "#3b6ea8"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,65 +231,6 @@ def interpolation_figure(interp: pd.DataFrame, out_dir: str | Path, *, footer: s
 
 
 # ------------------------------------------------------------------------------------------
-# (c) each switch's effect
-
-
-def _verdict_color(verdict: str) -> str:
-    for key, color in VERDICT_COLORS.items():
-        if verdict.startswith(key):
-            return color
-    return VERDICT_COLORS["no claim"]
-
-
-def effects_figure(effects: pd.DataFrame, out_dir: str | Path, *, set_name: str = "val",
-                   footer: str = "", stem: str = "switch_effects") -> list[Path]:
-    """Per change: mean difference (without - with) over seeds, paired, with 95% t-interval.
-
-    Colour says whether it agrees with the paper's claim (green), is opposite (red), is within
-    noise (grey) or the paper claims nothing there (blue).
-    """
-    part = effects[effects["set"] == set_name] if not effects.empty else effects
-    if part.empty:
-        return []
-    panels = effect_panels(part)
-    if not panels:
-        return []
-    labels = list(dict.fromkeys(f"{r.change} [{r.group}]\n{r.without_change} − {r.with_change}"
-                                for r in part.itertuples()))
-    height = 1.2 + 0.45 * len(labels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.2, height),
-                             sharey=True, squeeze=False)
-    positions = {label: i for i, label in enumerate(labels)}
-    for ax, (model, metric) in zip(axes[0], panels, strict=True):
-        rows = part[(part["model"] == model) & (part["metric"] == metric)]
-        for r in rows.itertuples():
-            yy = positions[f"{r.change} [{r.group}]\n{r.without_change} − {r.with_change}"]
-            color = _verdict_color(r.verdict)
-            half = (r.ci_high - r.ci_low) / 2 if np.isfinite(r.ci_low) else None
-            ax.errorbar(r.diff, yy, xerr=half, fmt="o", color=color, ecolor=color,
-                        capsize=3, ms=6)
-            ax.annotate(f"n={r.n}", (1.0, yy), xycoords=("axes fraction", "data"),
-                        xytext=(3, 0), textcoords="offset points", fontsize=6,
-                        va="center", color="#555555")
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_title(f"{MODEL_LABELS.get(model, model)}: Δ {short_metric_label(metric)}",
-                     fontsize=9)
-        ax.set_xlabel(f"without − with change ({metric_label(metric)})", fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)))
-    axes[0][0].set_yticklabels(labels, fontsize=7)
-    axes[0][0].set_ylim(len(labels) - 0.5, -0.5)
-    keys = [Line2D([], [], marker="o", ls="", color=c, label=k)
-            for k, c in VERDICT_COLORS.items()]
-    fig.legend(handles=keys, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
-               frameon=False, title="verdict", title_fontsize=7)
-    note = ("points: mean over seeds of the seed-paired difference; bars: 95% t-interval "
-            "(none with one seed); colour: verdict against the paper's claim")
-    title = f"Effect of each paper change, set '{set_name}'"
-    return save(fig, out_dir, stem, title, f"{note}. {footer}")
-
-
-# ------------------------------------------------------------------------------------------
 # (d) training curves
 
 
@@ -295,7 +239,8 @@ def curves_figure(curves: pd.DataFrame, out_dir: str | Path, *, footer: str = ""
                   names: Sequence[str] | None = None) -> list[Path]:
     """Losses and validation metrics vs step, one line per variant (mean over seeds).
 
-    Learning-rate curves are left out (they repeat the config).
+    Losses on a log y axis (:func:`loss_scale`). Learning-rate curves are left out (they
+    repeat the config).
     """
     if curves.empty:
         return []
@@ -314,10 +259,12 @@ def curves_figure(curves: pd.DataFrame, out_dir: str | Path, *, footer: str = ""
         sns.lineplot(data=data, x="step", y="value", hue="variant", hue_order=list(colors),
                      palette=colors, estimator="mean", errorbar=None, marker="o" if few
                      else None, ax=ax, legend=False)
+        if "_val_" not in name:
+            loss_scale(ax, data["value"])
         ax.set_title(_curve_title(name), fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.set_ylabel("")
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)
@@ -326,6 +273,22 @@ def curves_figure(curves: pd.DataFrame, out_dir: str | Path, *, footer: str = ""
                frameon=False)
     title = "Training curves (mean over seeds per variant)"
     return save(fig, out_dir, stem, title, footer)
+
+
+def loss_scale(ax: plt.Axes, values: pd.Series) -> str:
+    """Put a loss panel on a log y axis (symlog where a value is <= 0, linear within the
+    smaller values' tenth percentile), so that one diverging run does not flatten every
+    other curve; returns the scale."""
+    finite = values[np.isfinite(values.astype(float))].astype(float)
+    if finite.empty:
+        return "linear"
+    if (finite > 0).all():
+        ax.set_yscale("log")
+        return "log"
+    nonzero = finite[finite != 0].abs()
+    linthresh = float(nonzero.quantile(0.1)) if len(nonzero) else 1.0
+    ax.set_yscale("symlog", linthresh=linthresh)
+    return "symlog"
 
 
 def _curve_key(name: str) -> tuple[int, int, str]:
@@ -406,12 +369,19 @@ def crops_figure(crops: pd.DataFrame, out_dir: str | Path, *, footer: str = "",
     return save(fig, out_dir, stem, title, footer)
 
 
-def write_all(runs: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
-              interp: pd.DataFrame, crops: pd.DataFrame, out_dir: str | Path
-              ) -> Mapping[str, list[Path]]:
-    """Every figure of a report into ``out_dir``; name -> files (empty when not drawable)."""
+def write_all(runs: pd.DataFrame, decided: Mapping[str, Sequence[ClaimResult]],
+              curves: pd.DataFrame, interp: pd.DataFrame, crops: pd.DataFrame,
+              out_dir: str | Path) -> dict[str, list[Path]]:
+    """Every figure of a report into ``out_dir``; name -> files (empty when not drawable).
+
+    ``decided``: the claims ledger per set (``analysis.ledger.decide_all``), whose per-seed
+    differences the evidence figures (``effects_<set>``) show.
+    """
     footer = caption(runs)
     out: dict[str, list[Path]] = {}
+    for set_name, results in decided.items():
+        out[f"effects_{set_name}"] = evidence_figure(results, out_dir, set_name=set_name,
+                                                     footer=footer)
     sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
     for set_name in sets:
         suffix = "" if set_name == "val" else f"_{set_name}"
@@ -424,7 +394,6 @@ def write_all(runs: pd.DataFrame, effects: pd.DataFrame, curves: pd.DataFrame,
         suffix = "" if set_name == "val" else f"_{set_name}"
         out[f"interpolation{suffix}"] = interpolation_figure(
             part, out_dir, footer=footer, stem=f"interpolation{suffix}", set_name=set_name)
-    out["switch_effects"] = effects_figure(effects, out_dir, footer=footer)
     out["training_curves"] = curves_figure(curves, out_dir, footer=footer)
     out["crops"] = crops_figure(crops, out_dir, footer=footer)
     out["claims_over_training"] = effects_over_training(curves, runs, out_dir, footer=footer)

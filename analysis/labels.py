@@ -8,14 +8,13 @@ one switch flipped by that switch's label, anything else by a compact string of 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
 from esrgan.metrics import METRICS
+from esrgan.paper.claims import DEEP_VARIANTS
 from esrgan.paper.switches import (
     ESRGAN,
     GENERATOR_SWITCHES,
-    NAMES,
     PAPER_PATH,
     SRGAN,
     SWITCH_TABLE,
@@ -27,40 +26,18 @@ from esrgan.paper.switches import (
 )
 
 __all__ = ["ESRGAN", "GENERATOR_SWITCHES", "MODEL_LABELS", "ONE_FLIP", "PAPER_PATH", "SRGAN",
-           "SWITCHES", "Comparison", "comparisons", "compact_label", "higher_is_better",
-           "metric_label", "metric_sort_key", "same_value", "set_sort_key",
-           "short_metric_label", "variant_label", "variant_order"]
+           "SWITCHES", "compact_label", "higher_is_better", "metric_label", "metric_sort_key",
+           "same_value", "set_sort_key", "short_metric_label", "variant_label",
+           "variant_order"]
 
 # ESRGAN with one switch flipped back to SRGAN's choice, by switch.
 ONE_FLIP: dict[str, str] = {s.name: s.flipped_label for s in SWITCH_TABLE}
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Two variants that differ by one paper change: ``without`` lacks it, ``with_`` has it."""
-
-    group: str  # "one switch" (flipped from ESRGAN) or "paper path" (cumulative step)
-    change: str  # the change, in words
-    switches: tuple[str, ...]  # the switches it flips
-    without: str  # label of the variant without the change
-    with_: str  # label of the variant with the change
-
-
-def comparisons() -> list[Comparison]:
-    """Every comparison the report makes, in report order: one-switch flips, then the path."""
-    out = [Comparison("one switch", s.change, (s.name,), s.flipped_label, "ESRGAN")
-           for s in SWITCH_TABLE]
-    for (before_label, before), (after_label, after) in zip(PAPER_PATH, PAPER_PATH[1:],
-                                                            strict=False):
-        flipped = tuple(s for s in NAMES if not same_value(s, before[s], after[s]))
-        change = " + ".join(SWITCHES[s].change for s in flipped)
-        out.append(Comparison("paper path", change, flipped, before_label, after_label))
-    return out
-
-
 def variant_order(labels: Iterable[str]) -> list[str]:
-    """The given labels in plot order: the paper path, then one-switch flips, then the rest."""
-    known = known_labels()
+    """The given labels in plot order: the paper path, then one-switch flips, then the deep
+    design's variants, then the rest."""
+    known = [*known_labels(), *DEEP_VARIANTS]
     present = list(dict.fromkeys(labels))
     ordered = [label for label in known if label in present]
     return ordered + sorted(label for label in present if label not in known)
@@ -72,7 +49,7 @@ def variant_order(labels: Iterable[str]) -> list[str]:
 MODEL_LABELS: dict[str, str] = {BICUBIC: "Bicubic", PSNR_MODEL: "PSNR-oriented model",
                                 GAN_MODEL: "GAN model"}
 METRIC_ORDER: tuple[str, ...] = ("psnr", "ssim", "rmse", "niqe", "ma", "pi", "lpips",
-                                 "psnr_rgb", "ssim_rgb")
+                                 "psnr_rgb", "ssim_rgb", "artifacts")
 
 
 def metric_label(name: str) -> str:

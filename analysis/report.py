@@ -5,9 +5,10 @@
     python -m analysis.report --store runs --mongo URL --name both   # union, duplicates once
 
 The folder holds ``index.md``/``index.html``, ``figures/`` (PNG and SVG of each figure) and
-``tables/`` (CSV and Markdown). The header states the scale of the runs and every departure
-from the paper; a generated text gives each change's measured effect and whether it agrees with
-the paper, flagging effects that came out opposite or inconclusive. Exit status: 0 written,
+``tables/`` (CSV and Markdown). The page opens with what was found: the claims ledger's
+verdicts as sentences, each with its number (``analysis.ledger``, the one judge of an effect),
+then the ledger itself with the evidence per seed, how the seeds were chosen, the scale of the
+runs and every departure from the paper, and the figures and tables. Exit status: 0 written,
 1 no completed runs for the preset, 2 bad arguments or an unreadable store (one ``error:``
 line each).
 """
@@ -29,17 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import ledger, load, tables
-from analysis.labels import (
-    MODEL_LABELS,
-    ONE_FLIP,
-    comparisons,
-    metric_label,
-    set_sort_key,
-    short_metric_label,
-    variant_order,
-)
+from analysis import ledger, load, sequential, tables
+from analysis.claims import ClaimResult
+from analysis.labels import MODEL_LABELS, metric_label, set_sort_key, variant_order
+from analysis.sequential import Plan
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
+from esrgan.paper.claims import DEEP_VARIANTS
 from esrgan.paper.departures import Departure
 from experiments.store import redact
 
@@ -51,9 +47,8 @@ FIGURE_TEXT: dict[str, str] = {
     "interpolation": "Network interpolation (weights) against image interpolation (pixels) "
                      "between the PSNR-oriented and the GAN model of the same run; the paper "
                      "finds network interpolation closer to the lower-left.",
-    "switch_effects": "Each change's effect: (variant without the change) − (variant with "
-                      "it), paired by seed.",
-    "training_curves": "Training losses and validation metrics, mean over seeds per variant.",
+    "training_curves": "Training losses (log scale) and validation metrics, mean over seeds "
+                       "per variant.",
     "crops": "The same centre crop of each validation image from every variant (GAN models; "
              "PSNR-oriented models of the variants trained in stage 1 only).",
     "claims_over_training": "Each claim's effect at every intermediate validation: a line "
@@ -61,6 +56,13 @@ FIGURE_TEXT: dict[str, str] = {
     "c1_deep_trainability": "Claim C1: the deep no-BN residual trunk under plain MSRA init, "
                             "x0.1 init, beta = 0.2 and both (the paper's supplementary Fig. 4).",
 }
+
+
+EVIDENCE_TEXT = ("The evidence behind the verdicts on '{set}': one panel per deciding effect, "
+                 "one dot per seed (its paired difference value(a) − value(b)), the bar the "
+                 "family-wise {level} interval around the mean, the grey band ±delta (no "
+                 "effect of interest), the black line zero; the panel's title gives the "
+                 "verdict.")
 
 
 class ReportError(Exception):
@@ -131,68 +133,89 @@ def departures(runs: pd.DataFrame) -> list[Departure]:
     return list(seen.values())
 
 
-def _effect_phrase(row: pd.Series) -> str:
-    unit = " dB" if row["metric"].startswith("psnr") else ""
-    digits = 4 if row["metric"].startswith("ssim") else 2
-    value = f"{row['diff']:+.{digits}f}{unit}"
-    if np.isfinite(row["ci_low"]):
-        value += (f" (95% CI {row['ci_low']:+.{digits}f} to {row['ci_high']:+.{digits}f}, "
-                  f"n={row['n']})")
-    else:
-        value += " (one seed, no interval)"
-    model = MODEL_LABELS.get(row["model"], row["model"])
-    text = f"{model} {short_metric_label(row['metric'])} {value}"
-    verdict = row["verdict"]
-    if verdict.startswith("opposite"):
-        return f"{text}: **opposite to the paper** ({row['claim']} in the paper)"
-    if verdict == "inconclusive":
-        return (f"{text}: *inconclusive*, the interval includes 0 ({row['claim']} in the "
-                "paper; the ledger above gives the smallest effect this design could detect)")
-    if verdict.startswith("agrees"):
-        return f"{text}: agrees with the paper ({row['claim']}){_one_seed(verdict)}"
-    return f"{text}: {verdict}"
-
-
-def _one_seed(verdict: str) -> str:
-    return ", but one seed proves nothing" if "1 seed" in verdict else ""
-
-
-def findings(effects: pd.DataFrame, runs: pd.DataFrame, set_name: str = "val") -> list[str]:
-    """One bullet per measured change: its effect, its interval and the paper's claim."""
-    present = set(runs["variant"])
-    absent = [label for label in ONE_FLIP.values() if label not in present]
-    if effects.empty:
-        lines = ["No change can be measured: that needs ESRGAN and a variant one change away "
-                 "from it (or two neighbours on the paper's path), run with the same seed."]
-        return lines + (["Absent: " + ", ".join(absent) + "."] if absent else [])
-    part = effects[effects["set"] == set_name]
-    perceptual = "pi" if (part["metric"] == "pi").any() else "niqe"
+def departure_lines(runs: pd.DataFrame) -> list[str]:
+    """Each departure's sentence once, with the cells it applies to: '(all cells)', or the
+    variants (a variant with it in some of its seeds only: those seeds); departures of one
+    kind (``Departure.key``) side by side."""
+    per_run = runs.drop_duplicates("run_id")
+    every = set(per_run["run_id"])
+    holders: dict[str, set] = {}
+    for run_id, found in zip(per_run["run_id"], per_run["substitutes"], strict=True):
+        for departure in found:
+            holders.setdefault(departure.text, set()).add(run_id)
+    found = departures(runs)
+    keys = list(dict.fromkeys(d.key for d in found))
     lines = []
-    for comp in comparisons():
-        rows = part[(part["group"] == comp.group) & (part["change"] == comp.change)
-                    & (part["without_change"] == comp.without)]
-        chosen = rows[((rows["model"] == GAN_MODEL) & (rows["metric"] == perceptual))
-                      | ((rows["model"] == PSNR_MODEL) & (rows["metric"] == "psnr"))]
-        if chosen.empty:
+    for departure in sorted(found, key=lambda d: keys.index(d.key)):
+        have = holders[departure.text]
+        if have == every:
+            lines.append(f"{departure.text} (all cells)")
             continue
-        phrases = "; ".join(_effect_phrase(r) for _, r in chosen.iterrows())
-        lines.append(f"**{comp.change}** ({comp.group}: {comp.without} − {comp.with_}): "
-                     f"{phrases}.")
-    if "ESRGAN" not in present:
-        lines.append("ESRGAN itself is not in the store, so no one-switch effect is measured.")
-    elif absent:
-        lines.append("Not measured (variant absent): " + ", ".join(absent) + ".")
-    claimed = part[part["claim"] != ""]
-    counts = claimed["verdict"].map(lambda v: v.split(" (")[0]).value_counts()
-    if len(claimed):
-        summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        lines.append(f"Over all {len(claimed)} claimed (change, model, metric) effects: "
-                     f"{summary}.")
-    if len(part) and int(part["n"].max()) < 2:
-        lines.append("Every comparison rests on a single seed: no interval can be given, and "
-                     "at small scale the seed-to-seed spread has been measured to exceed the "
-                     "differences between variants.")
+        cells = []
+        for variant in variant_order(per_run["variant"]):
+            mine = per_run[per_run["variant"] == variant]
+            hit = mine[mine["run_id"].isin(have)]
+            if hit.empty:
+                continue
+            seeds = sorted(int(x) for x in hit["seed"].dropna())
+            cells.append(variant if len(hit) == len(mine)
+                         else f"{variant} seed{'s' if len(seeds) > 1 else ''} "
+                              f"{', '.join(map(str, seeds))}")
+        lines.append(f"{departure.text} ({', '.join(cells)})")
     return lines
+
+
+def artifact_line(summary: pd.DataFrame, set_name: str = "val") -> str:
+    """The mean artifact index of each kind of model on ``set_name`` (GAN models, PSNR-oriented
+    models, bicubic; the ablation's variants), or '' where the runs did not score it."""
+    part = summary[(summary["metric"] == "artifacts") & (summary["set"] == set_name)
+                   & ~summary["variant"].isin(list(DEEP_VARIANTS))]
+    kinds = []
+    for model, label in ((GAN_MODEL, "GAN models"), (PSNR_MODEL, "PSNR-oriented models"),
+                         (BICUBIC, "bicubic")):
+        rows = part[part["model"] == model].dropna(subset=["mean"])
+        if rows.empty:
+            continue
+        value = tables.format_value("artifacts", float(rows["mean"].mean()))
+        many = model != BICUBIC and len(rows) > 1
+        kinds.append(f"{label} {value}" + (f" (mean of {len(rows)} variants)" if many else ""))
+    if not kinds:
+        return ""
+    return (f"{metric_label('artifacts')} on {set_name} (the share of the error SR − HR in "
+            f"isolated spectral peaks, i.e. a checkerboard or grid; read against bicubic's): "
+            f"{', '.join(kinds)}.")
+
+
+def read_plan(stores: Sequence[load.FileStore | load.MongoStore]) -> Plan | None:
+    """The sequential plan of the first file store that has one (MongoDB holds none)."""
+    for store in stores:
+        if isinstance(store, load.FileStore):
+            plan = sequential.read_plan(store.root)
+            if plan is not None:
+                return plan
+    return None
+
+
+def seeds_markdown(plan: Plan | None, runs: pd.DataFrame) -> list[str]:
+    """How the seeds were chosen: fixed (one look), or the sequential budget's plan."""
+    seeds = sorted({int(s) for s in runs.drop_duplicates("run_id")["seed"].dropna()})
+    if plan is None:
+        return [f"The seeds were fixed before the runs ({_join(seeds)}): the ledger looked at "
+                "the data once, and its error rate is not split over looks."]
+    md = [f"Sequential budget: every cell ran {plan.first_seeds} seeds first; the ledger "
+          f"then looked at the validation set and gave extra seeds (up to {plan.cap} per "
+          "cell) to the claims that a few more seeds could decide. The error rate is split "
+          f"over {plan.looks} looks, which the ledger's levels include.", ""]
+    if plan.extensions:
+        md += [f"- {e.claim}: to {e.target} seeds (reached {e.reached}). Why: {e.why}."
+               for e in plan.extensions]
+    else:
+        md.append("- No claim got extra seeds.")
+    md += [f"- Left undecided: {why}." for why in plan.left]
+    md += ["", f"Budget {plan.budget_min:g} min; the extra seeds took "
+               f"{plan.spent_min:.0f} min." + (f" Stopped: {plan.stopped}." if plan.stopped
+                                               else "")]
+    return md
 
 
 # ------------------------------------------------------------------------------------------
@@ -224,7 +247,7 @@ def to_html(markdown_text: str, title: str) -> str:
 
 
 def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
-                 preset: str | None = None, set_name: str = "val") -> Path:
+                 preset: str | None = None) -> Path:
     """Load the runs, write figures, tables and ``index.md``/``index.html``; returns the folder.
 
     Raises :class:`ReportError` (code 1) when the store has no completed runs for the preset.
@@ -249,27 +272,28 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
 
     curves = load.load_curves(stores, preset=preset)
     interp = load.load_interpolation(stores, preset=preset)
+    plan = read_plan(stores)
+    sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
+    decided = ledger.decide_all(runs, interp, sets, looks=plan.looks if plan else 1)
     folder = Path(out) / name
     fig_dir, table_dir = folder / "figures", folder / "tables"
 
     summary = tables.variant_summary(runs)
-    effects = tables.switch_effects(runs)
     # MongoDB crops come out of GridFS into a scratch folder: they end up in the crop figure
     with tempfile.TemporaryDirectory(prefix="esrgan-crops-") as scratch:
         crops = load.crop_paths(stores, preset=preset, cache_dir=scratch)
-        written = figures.write_all(runs, effects, curves, interp, crops, fig_dir)
-    # a rerun into the same folder must not leave figures of runs no longer in the store
+        written = figures.write_all(runs, decided, curves, interp, crops, fig_dir)
+    # a rerun into the same folder must not leave figures or tables of an older report
     kept = {p for paths in written.values() for p in paths}
     for old in list(fig_dir.glob("*.png")) + list(fig_dir.glob("*.svg")):
         if old not in kept:
             old.unlink()
+    for old in ("switch_effects.csv", "switch_effects.md"):
+        (table_dir / old).unlink(missing_ok=True)
     sentences = [json.dumps([d.text for d in found]) for found in runs["substitutes"]]
     tables.write_csv(runs.assign(substitutes=sentences), table_dir / "runs.csv")
     tables.write_csv(summary, table_dir / "variant_metrics.csv")
-    tables.write_csv(effects, table_dir / "switch_effects.csv")
-    sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
-    tables.write_csv(ledger.frame(ledger.decide_all(runs, interp, sets)),
-                     table_dir / "claims.csv")
+    tables.write_csv(ledger.frame(decided), table_dir / "claims.csv")
     if not interp.empty:
         tables.write_csv(interp, table_dir / "interpolation.csv")
     else:
@@ -277,9 +301,7 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
 
     (table_dir / "variant_metrics.md").write_text(
         "\n\n".join(f"## {h}\n\n{t}" for h, t in metric_tables(summary)) + "\n")
-    (table_dir / "switch_effects.md").write_text(tables.effects_markdown(effects, set_name)
-                                                 + "\n")
-    md = _markdown(name, runs, interp, summary, effects, written, sources, set_name)
+    md = _markdown(name, runs, interp, summary, decided, plan, written, sources)
     (folder / "index.md").write_text(md)
     (folder / "index.html").write_text(to_html(md, f"ESRGAN ablation: {name}"))
     return folder
@@ -324,57 +346,71 @@ def metric_tables(summary: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
-def _figure_md(written: dict[str, list[Path]], key: str, folder_name: str = "figures") -> str:
+def _figure_md(written: dict[str, list[Path]], key: str, folder_name: str = "figures",
+               text: str | None = None) -> str:
+    """A figure's image, its caption (``text``, else the figure's own) and its SVG link."""
     files = written.get(key) or []
     png = next((p for p in files if p.suffix == ".png"), None)
     if png is None:
         return ""
     svg = next((p for p in files if p.suffix == ".svg"), None)
-    text = f"![{key}]({folder_name}/{png.name})"
+    image = f"![{key}]({folder_name}/{png.name})"
     link = f" ([SVG]({folder_name}/{svg.name}))" if svg else ""
     base = re.sub(r"_(?!rmse$|psnr$)[^_]+$", "", key) if key.startswith("pd_plane") else key
     base = "interpolation" if key.startswith("interpolation") else base
-    return f"{text}\n\n{FIGURE_TEXT.get(base, '')}{link}"
+    return f"{image}\n\n{FIGURE_TEXT.get(base, '') if text is None else text}{link}"
+
+
+LEDGER_TEXT = (
+    "Each claim of the paper (`esrgan/paper/claims.py`), tested where the paper makes it. An "
+    "effect is value(a) − value(b) of one metric, paired by seed, as its row names it; the "
+    "paper predicts its sign. Its interval is a Student-t interval over seeds at the level "
+    "that holds the chance of any false verdict on that set at 5% (Bonferroni over the set's "
+    "deciding effects and the looks at the data; below). Verdicts: *agrees* / *opposite* (the "
+    "interval excludes 0 on the paper's side / the other), *equivalent* (the interval lies "
+    "inside ±delta, the smallest effect of interest, listed under the table), *inconclusive* "
+    "(neither: the row gives the smallest effect detectable with 80% power at that level and "
+    "the seeds a decision would need), *premise not met*, *not testable at this scale*. "
+    "Beside each verdict, the one the effect would get tested alone at 95% (unadjusted).")
 
 
 def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.DataFrame,
-              effects: pd.DataFrame, written: dict[str, list[Path]], sources: Sequence[str],
-              set_name: str) -> str:
+              decided: dict[str, list[ClaimResult]], plan: Plan | None,
+              written: dict[str, list[Path]], sources: Sequence[str]) -> str:
     found = departures(runs)
-    subs = [d.text for d in found]
     heads = list(dict.fromkeys(d.short for d in found))
     md = [f"# ESRGAN ablation: {name}", ""]
-    if subs:
+    if found:
         md += [f"> **Not the paper's setting.** This report measures a reduced reproduction: "
                f"{'; '.join(heads)}. Its numbers are not comparable with the paper's.", ""]
-    sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
-    decided = ledger.decide_all(runs, interp, sets)
-    md += ["## The claims ledger", "",
-           "Each claim of the paper (`esrgan/paper/claims.py`), tested where the paper makes "
-           "it. An effect is value(a) − value(b) of one metric, paired by seed, with its 95% "
-           "Student-t interval over seeds; the paper predicts its sign. Verdicts: *agrees* or "
-           "*opposite* (the interval excludes 0), *inconclusive* (it does not: the row gives "
-           "the smallest effect this design could detect with 80% power, and the seeds an "
-           "effect of the observed size would need), *premise not met*, *not testable at "
-           "this scale*.", ""]
-    md += [f"- {line}" for line in ledger.summary_lines(decided)]
-    md += ["", ledger.ledger_markdown(decided), ""]
+    md += ["## What was found", "",
+           "Each effect with its number on each set: value(a) − value(b), its interval at the "
+           "set's family-wise level and n (the ledger below gives the levels), then the "
+           "verdict; strongest first.", ""]
+    md += ledger.found_markdown(decided)
+    md += ["## The claims ledger", "", LEDGER_TEXT, "", ledger.ledger_markdown(decided), "",
+           "Smallest effects of interest (an interval inside ±delta: *equivalent*):", ""]
+    md += [f"- {line}" for line in ledger.delta_lines()]
+    md += ["", "Chance, set by set:", ""]
+    md += [f"- {line}" for line in ledger.chance_lines(decided)]
+    md.append("")
+    for set_name in decided:
+        level = ledger.level_text(ledger.set_level(decided[set_name]))
+        figure = _figure_md(written, f"effects_{set_name}",
+                            text=EVIDENCE_TEXT.format(set=set_name, level=level))
+        if figure:
+            md += [figure, ""]
+    md += ["### How the seeds were chosen", ""] + seeds_markdown(plan, runs) + [""]
     for key in ("claims_over_training", "c1_deep_trainability"):
         figure = _figure_md(written, key)
         if figure:
             md += [figure, ""]
     md += ["## Scale of these runs", "", scale_table(runs, interp, sources), ""]
     md += ["## Departures from the paper", ""]
-    md += [f"- {s}" for s in subs] if subs else ["- none recorded"]
+    md += [f"- {line}" for line in departure_lines(runs)] if found else ["- none recorded"]
     paper_scale = ledger.paper_scale_markdown(runs)
     if paper_scale:
         md += ["", "## At paper scale", "", paper_scale]
-    md += ["", "## Findings (switch by switch)", "",
-           "Each change is measured as (variant without it) − (variant with it), paired by "
-           "seed; intervals are 95% Student-t intervals over seeds. The paper claims every "
-           "change lowers NIQE/PI of the GAN model, and the generator changes (RRDB, BN "
-           "removal, beta, x0.1 init) raise the PSNR of the PSNR-oriented model.", ""]
-    md += [f"- {line}" for line in findings(effects, runs, set_name)]
     md += ["", "## Perception-distortion plane", ""]
     for key in [k for k in written if k.startswith("pd_plane")]:
         figure = _figure_md(written, key)
@@ -386,15 +422,6 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
         figure = _figure_md(written, key)
         if figure:
             md += [figure, ""]
-    md += ["## Effect of each paper change", ""]
-    md += [_figure_md(written, "switch_effects") or "Nothing to compare.", ""]
-    panels = tables.effect_panels(effects)
-    shown = effects[pd.Series([(m, k) in panels for m, k in zip(
-        effects["model"], effects["metric"], strict=True)], index=effects.index, dtype=bool)]
-    effect_md = tables.effects_markdown(shown, set_name)
-    if effect_md:
-        md += [effect_md, "", "Every model and metric: [tables/switch_effects.md]"
-               "(tables/switch_effects.md) and [.csv](tables/switch_effects.csv).", ""]
     md += ["## Metrics per variant", "",
            "Mean ± half-width of the 95% t-interval over seeds (no interval with n = 1); "
            "↑ higher is better, ↓ lower is better. Metrics on the Y channel.", "",
@@ -408,11 +435,15 @@ def _markdown(name: str, runs: pd.DataFrame, interp: pd.DataFrame, summary: pd.D
         md += [f"Bicubic on '{set_}': {values}.", ""]
     md += ["## Training curves", "", _figure_md(written, "training_curves") or "No curves.", ""]
     md += ["## Crops", "", _figure_md(written, "crops") or "No crops saved by the runs.", ""]
+    artifacts = artifact_line(summary)
+    if artifacts:
+        md += [artifacts, ""]
     md += ["## Files", "",
            "- [tables/runs.csv](tables/runs.csv): every run x model x set x metric",
            "- [tables/variant_metrics.csv](tables/variant_metrics.csv): mean, sd, CI, n per "
            "variant",
-           "- [tables/switch_effects.csv](tables/switch_effects.csv): every measured effect"]
+           "- [tables/claims.csv](tables/claims.csv): the ledger: every effect on every set, "
+           "its interval (family-wise and unadjusted) and verdicts"]
     if not interp.empty:
         md += ["- [tables/interpolation.csv](tables/interpolation.csv): interpolation sweeps"]
     md.append("")
