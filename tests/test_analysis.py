@@ -488,7 +488,7 @@ def test_departures_from_the_record_the_config_or_an_old_runs_sentences(tmp_path
     banner = next(x for x in md.splitlines() if x.startswith("> **Not the paper's setting.**"))
     assert ("reproduction: embedded scikit-image photos; random-weight VGG19; embedded photos; "
             "an exponential moving average of G; stage-1 learning rate 0.0005; smaller scale; "
-            "bf16 autocast; lr 1. Its numbers") in banner
+            "lr 1. Its numbers") in banner
     listed = md.split("## Departures from the paper", 1)[1].split("##", 1)[0]
     assert f"- {sentences[0]} (ESRGAN seed 0)" in listed
     assert "- lr 1 sentence (ESRGAN seed 2)" in listed

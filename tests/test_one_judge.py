@@ -18,9 +18,10 @@ import pytest
 from test_analysis import make_interpolation_run, make_run, noise, switches_for, write_file_run
 
 from analysis import claims as verdicts
-from analysis import figures, ledger, load, report, sequential, tables
+from analysis import figures, ledger, load, report, tables
 from esrgan.paper.claims import CLAIMS, DEEP_STUDY, DEEP_VARIANTS
 from esrgan.paper.departures import Departure
+from experiments.store import plan
 
 SEEDS = (0, 1, 2, 3, 4)
 ABLATION = ("ESRGAN", "ESRGAN w/o RRDB", "ESRGAN +BN", "ESRGAN standard GAN")
@@ -30,7 +31,7 @@ BETA_PSNR = (27.0, 24.0, 26.5, 23.5, 25.5)
 DEEP_PSNR = {"plain MSRA": 9.5, "x0.1 init": 28.0, "x0.1 init + beta 0.2": 28.2}
 SIZES = Departure("sizes", "nb_resblock 64", "nb_resblock 16", "", "other sizes",
                   "other sizes: nb_resblock 64 (paper: nb_resblock 16)")
-EXTENSION = sequential.Extension(
+EXTENSION = plan.Extension(
     "C1", 5, "inconclusive after 3 seeds; x0.1 init - beta 0.2 reaches a decision with 80% "
     "power at about 5 seeds (observed mean and spread, look-2 level)", 5)
 LEFT = "C4: a decision on ESRGAN - ESRGAN standard GAN would need about 40 seeds (cap 8)"
@@ -102,7 +103,7 @@ def build_store(root: Path) -> Path:
     root.mkdir(parents=True)
     for run in runs:
         write_file_run(root, run)
-    sequential.write_plan(root, sequential.Plan(
+    plan.write_plan(root, plan.Plan(
         looks=2, first_seeds=3, cap=8, budget_min=45, extensions=[EXTENSION], left=[LEFT],
         spent_min=12.3, stopped="every extension reached its target"))
     return root
