@@ -212,9 +212,9 @@ def seeds_markdown(plan: Plan | None, runs: pd.DataFrame) -> list[str]:
     else:
         md.append("- No claim got extra seeds.")
     md += [f"- Left undecided: {why}." for why in plan.left]
-    md += ["", f"Budget {plan.budget_min:g} min; the extra seeds took "
-               f"{plan.spent_min:.0f} min." + (f" Stopped: {plan.stopped}." if plan.stopped
-                                               else "")]
+    md += ["", f"Budget {plan.budget_min:g} min for the whole matrix: the first seeds took "
+               f"{plan.first_min:.0f} min, the extra seeds {plan.spent_min:.0f} min."
+           + (f" Stopped: {plan.stopped}." if plan.stopped else "")]
     return md
 
 

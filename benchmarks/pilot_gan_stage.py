@@ -93,18 +93,35 @@ def run_one(arm: str, seed: int, base: dict[str, Any], work: Path, threads: int)
 
 
 def measure(arm: str, seed: int, base: dict[str, Any], work: Path) -> dict[str, float] | None:
-    """The val scores of one pilot: GAN model, its PSNR model and bicubic (metrics.csv)."""
+    """The val scores of one pilot: NIQE and PSNR of the GAN model and its PSNR model (the
+    run's metrics.csv), and the artifact index of both and of bicubic, computed here from the
+    saved generators (so that every arm is read with the same index)."""
+    import torch
+
+    from esrgan.data.embedded import embedded_pairs
+    from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL, bicubic_images, super_resolve
+    from esrgan.metrics import artifact_index
+    from esrgan.weights import load_generator
+
     cfg = arm_config(arm, seed, base, work)
-    table = out_dir(cfg) / "metrics.csv"
-    if not table.is_file():
+    folder = out_dir(cfg)
+    if not (folder / "metrics.csv").is_file():
         return None
-    with table.open() as f:
+    with (folder / "metrics.csv").open() as f:
         rows = {r["model"]: r for r in csv.DictReader(f) if r["set"] == "val"}
-    gan, psnr_model, bicubic = (rows[m] for m in ("GAN model", "PSNR model", "bicubic"))
+    gan, psnr_model = rows[GAN_MODEL], rows[PSNR_MODEL]
+    scale = int(cfg["scale"])
+    pairs = embedded_pairs("val", scale=scale)
+    images = {BICUBIC: bicubic_images(pairs, scale)}
+    for model, name in ((GAN_MODEL, "G_gan.pth"), (PSNR_MODEL, "G_psnr.pth")):
+        images[model] = super_resolve(load_generator(folder / name), pairs,
+                                      torch.device("cpu"))
+    index = {model: sum(artifact_index(img, p.hr, scale) for img, p in
+                        zip(imgs, pairs, strict=True)) / len(pairs)
+             for model, imgs in images.items()}
     return {"niqe": float(gan["niqe"]), "niqe_psnr_model": float(psnr_model["niqe"]),
-            "artifact_gan": float(gan["artifacts"]),
-            "artifact_psnr_model": float(psnr_model["artifacts"]),
-            "artifact_bicubic": float(bicubic["artifacts"]),
+            "artifact_gan": index[GAN_MODEL], "artifact_psnr_model": index[PSNR_MODEL],
+            "artifact_bicubic": index[BICUBIC],
             "psnr_cost": float(gan["psnr"]) - float(psnr_model["psnr"])}
 
 

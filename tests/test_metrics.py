@@ -546,7 +546,7 @@ def _photo_like(h: int = 256, w: int = 320, seed: int = 0) -> np.ndarray:
     return 0.1 + 0.8 * np.stack(planes, axis=-1)
 
 
-def test_artifact_index_sees_a_grid_and_not_blur_or_noise() -> None:
+def test_artifact_index_sees_a_grid_and_not_blur_noise_or_detail() -> None:
     from scipy.ndimage import gaussian_filter
 
     from esrgan.metrics import METRICS, artifact_index
@@ -556,13 +556,13 @@ def test_artifact_index_sees_a_grid_and_not_blur_or_noise() -> None:
     yy, xx = np.mgrid[:h, :w]
     blurred = gaussian_filter(hr, sigma=(1.5, 1.5, 0))
     noisy = np.clip(hr + np.random.default_rng(1).normal(0, 3 / 255, hr.shape), 0, 1)
-    # a diagonal grid of 3 grey levels with a period of 9 px, as GAN stages paint
-    grid = np.clip(blurred + (3 / 255) * np.cos(2 * np.pi * (xx + yy) / 9.0)[..., None], 0, 1)
+    # a diagonal grid of 2 grey levels with a period of 9 px, as GAN stages paint
+    grid = np.clip(blurred + (2 / 255) * np.cos(2 * np.pi * (xx + yy) / 9.0)[..., None], 0, 1)
     plain = {"blur": artifact_index(blurred, hr, 4), "noise": artifact_index(noisy, hr, 4)}
     with_grid = artifact_index(grid, hr, 4)
-    assert max(plain.values()) < 0.02, plain
-    assert with_grid > 4 * max(plain.values()), (with_grid, plain)
-    assert artifact_index(hr, hr, 4) == 0.0  # no error at all
+    assert max(plain.values()) < 0.002, plain
+    assert with_grid > 0.01, (with_grid, plain)
+    assert artifact_index(hr, hr, 4) < 0.002  # real detail: no isolated peaks
     assert METRICS["artifacts"].function is artifact_index
     assert not METRICS["artifacts"].higher_is_better
 

@@ -230,8 +230,8 @@ def test_the_ledger_states_levels_deltas_chance_and_its_evidence(page: dict[str,
     assert "every cell ran 3 seeds first" in seeds and "up to 8 per cell" in seeds
     assert f"- C1: to 5 seeds (reached 5). Why: {EXTENSION.why}." in seeds
     assert f"- Left undecided: {LEFT}." in seeds
-    assert "Budget 45 min; the extra seeds took 12 min. Stopped: every extension reached its " \
-        "target." in seeds
+    assert "the first seeds took 0 min, the extra seeds 12 min. Stopped: every extension " \
+        "reached its target." in seeds
 
 
 def test_departures_once_each_with_their_cells(page: dict[str, Any]) -> None:
