@@ -282,6 +282,13 @@ def _testable(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
             return False, "no deep-trunk runs in the store (the 'deep' design)"
         if int(have) < int(depth):  # type: ignore[arg-type]
             return False, f"the deep trunk has {have} blocks; the claim needs >= {depth}"
+    limit = claim.needs.get("max_gan_artifacts")
+    have = context.get("gan_artifacts")
+    if limit is not None and have is not None and float(have) > float(limit):  # type: ignore[arg-type]
+        return False, (f"the GAN stage paints a periodic grid: ESRGAN's GAN model has an "
+                       f"artifact index of {float(have):.4f} on val (at most {limit} without "  # type: ignore[arg-type]
+                       f"one; its PSNR model {context.get('psnr_artifacts', math.nan):.4f}), so "
+                       "its scores measure the grid, not what the claim is about")
     return True, ""
 
 

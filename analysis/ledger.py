@@ -18,6 +18,7 @@ from analysis import claims as verdicts
 from analysis import tables
 from analysis.labels import short_metric_label
 from analysis.tables import markdown_table
+from esrgan.evaluation import GAN_MODEL, PSNR_MODEL
 from esrgan.paper.claims import CLAIMS, DEEP_STUDY, Claim, Effect
 from esrgan.paper.setting import PAPER_SETTING
 
@@ -40,11 +41,26 @@ def context(runs: pd.DataFrame) -> dict[str, Any]:
     vgg = [v for v in dict.fromkeys(per_run["vgg_weights"].dropna())]
     layers = [v for v in dict.fromkeys(per_run["vgg_layer"].dropna())] \
         if "vgg_layer" in per_run else []
-    return {"active_fraction": float(np.mean(active)) if len(active) else None,
+    return {**gan_artifacts(runs),
+            "active_fraction": float(np.mean(active)) if len(active) else None,
             "vgg_weights": ", ".join(map(str, vgg)) or "?",
             "vgg_layer": ", ".join(map(str, layers)) or "conv5_4",
             "deep_depth": int(deep["depth"].max()) if len(deep) and deep["depth"].notna().any()
             else None}
+
+
+def gan_artifacts(runs: pd.DataFrame) -> dict[str, float]:
+    """ESRGAN's GAN and PSNR models' mean artifact index on val (the GAN claims' regime)."""
+    if "metric" not in runs:
+        return {}
+    part = runs[(runs["variant"] == "ESRGAN") & (runs["set"] == "val")
+                & (runs["metric"] == "artifacts")]
+    if "study" in part:
+        part = part[part["study"].fillna("ablation") == "ablation"]
+    means = part.groupby("model")["value"].mean()
+    return {key: float(means[model]) for key, model in (("gan_artifacts", GAN_MODEL),
+                                                        ("psnr_artifacts", PSNR_MODEL))
+            if model in means}
 
 
 def decide_all(runs: pd.DataFrame, interp: pd.DataFrame, sets: Sequence[str], looks: int = 1

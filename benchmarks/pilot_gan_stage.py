@@ -38,6 +38,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "VGG average pooling": {"vgg_pool": "avg"},
     "no perceptual normaliser": {"percep_normalize": False},
     "lambda 1e-3": {"lambda_adv": 1e-3},
+    "L1 weight eta 0.1": {"eta_l1": 0.1},
+    "L1 weight eta 1": {"eta_l1": 1.0},
     "D width 64": {"d_nf": 64},
     "stage-2 patch 128": {"patch2": 128},
     "stage-2 steps 1500": {"steps2": 1500},

@@ -172,3 +172,33 @@ def test_deep_design_builds_the_stated_depth_and_trains(tmp_path) -> None:
     assert "gan_model" not in result and result["psnr_model"]["val"]["psnr"] > 0
     info = json.loads((run / "info.json").read_text())["esrgan"]
     assert info["study"] == DEEP_STUDY and info["generator_arch"]["nb"] == 8
+
+
+def test_c5_cells_run_only_with_a_trained_vgg19() -> None:
+    """With a random VGG19, C5's premise is not met whatever its runs show: its cell is left
+    out (and said why); with the ImageNet one (the default key) it runs."""
+    labels = {c.label() for c in matrix.make_cells("claims", "cpu", [0], {})}
+    assert "ESRGAN after-act VGG seed 0" in labels
+    random = matrix.make_cells("claims", "cpu", [0], {"vgg_weights": "random"})
+    assert "ESRGAN after-act VGG seed 0" not in {c.label() for c in random}
+    assert len(random) == len(labels) - 1
+    (spec,) = [s for s in matrix.design_claims("cpu") if s.trained_vgg_only]
+    why = matrix.left_out(spec, "cpu", {"vgg_weights": "random"})
+    assert "claim C5" in why and "premise not met" in why
+    assert matrix.left_out(spec, "cpu", {}) == ""
+
+
+def test_gan_claims_need_a_gan_stage_without_a_grid() -> None:
+    """C4-C7 are read only where ESRGAN's GAN model paints no periodic grid (its artifact
+    index on val at most ARTIFACT_LIMIT); C2 does not depend on it."""
+    from analysis.claims import _testable
+    from esrgan.paper.claims import ARTIFACT_LIMIT, BY_ID
+
+    grid = {"gan_artifacts": 3 * ARTIFACT_LIMIT, "psnr_artifacts": 0.002}
+    clean = {"gan_artifacts": ARTIFACT_LIMIT / 2, "psnr_artifacts": 0.002}
+    for claim in ("C4", "C5", "C6", "C7"):
+        ok, why = _testable(BY_ID[claim], grid)
+        assert not ok and "periodic grid" in why and f"{3 * ARTIFACT_LIMIT:.4f}" in why
+        assert _testable(BY_ID[claim], clean) == (True, "")
+    assert _testable(BY_ID["C2"], grid) == (True, "")
+    assert _testable(BY_ID["C7"], {}) == (True, "")  # not measured (older runs): no judgement

@@ -35,7 +35,7 @@ TINY_SHORT = ["embedded photos", "random-weight VGG19",
               "perceptual features from conv3_4", "stage-1 learning rate 0.0005", "smaller scale"]
 CPU = [
     DATA, LR1,
-    f"smaller scale: nf 32, nb 4, gc 16, steps1 3000, steps2 500, batch 4, patch 64 (paper: "
+    f"smaller scale: nf 32, nb 4, gc 16, steps1 2000, steps2 250, batch 4, patch 64 (paper: "
     f"{PAPER_SIZES}); learning-rate milestones scaled",
 ]
 CPU_SHORT = ["embedded photos", "stage-1 learning rate 0.0005", "smaller scale"]

@@ -41,7 +41,8 @@ def _with_test_set(run: dict[str, Any], label: str, seed: int) -> None:
     """A second set (its own noise, so that no number repeats the validation set's) and the
     artifact index on both."""
     result = run["result"]
-    artifacts = {"bicubic": 0.010, "psnr_model": 0.012, "gan_model": 0.030}
+    # below the GAN claims' ARTIFACT_LIMIT: a GAN stage without a grid
+    artifacts = {"bicubic": 0.0005, "psnr_model": 0.002, "gan_model": 0.0035}
     for model, sets in list(result.items()):
         if model not in artifacts:
             continue
@@ -250,7 +251,7 @@ def test_crops_say_the_artifact_index_of_each_kind_of_model(page: dict[str, Any]
     gan = part[part["model"] == "gan_model"]["mean"].mean()
     line = next(x for x in crops.splitlines() if x.startswith("Artifact index-Y on val"))
     assert f"GAN models {gan:.4f} (mean of 5 variants)" in line
-    assert "PSNR-oriented models 0.01" in line and line.endswith("bicubic 0.0100.")
+    assert "PSNR-oriented models 0.00" in line and line.endswith("bicubic 0.0005.")
     assert report.artifact_line(summary[summary["metric"] != "artifacts"]) == ""
 
 
