@@ -139,10 +139,10 @@ def family_confidence(m: int, looks: int = 1, alpha: float = ALPHA) -> float:
 def verdict(direction: int, est: Estimate, *, delta: float = 0.0, premise_met: bool = True,
             testable: bool = True) -> str:
     """The verdict of one effect whose sign the paper predicts (``direction`` +1 or -1)."""
+    if not premise_met:  # the stronger statement: no setting of this kind could test it
+        return PREMISE
     if not testable:
         return UNTESTABLE
-    if not premise_met:
-        return PREMISE
     if est.n < 2 or not (math.isfinite(est.low) and math.isfinite(est.high)):
         return INCONCLUSIVE
     if delta > 0 and -delta < est.low and est.high < delta:
@@ -156,7 +156,7 @@ def combine(verdicts: Sequence[str]) -> str:
     """A claim's verdict from its deciding effects' verdicts."""
     if not verdicts:
         return UNTESTABLE
-    for special in (UNTESTABLE, PREMISE):
+    for special in (PREMISE, UNTESTABLE):
         if special in verdicts:
             return special
     for same in (AGREES, EQUIVALENT):
@@ -288,7 +288,8 @@ def _testable(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
         return False, (f"the GAN stage paints a periodic grid: ESRGAN's GAN model has an "
                        f"artifact index of {float(have):.4f} on val (at most {limit} without "  # type: ignore[arg-type]
                        f"one; its PSNR model {context.get('psnr_artifacts', math.nan):.4f}), so "
-                       "its scores measure the grid, not what the claim is about")
+                       "its scores measure the grid, not what the claim is about (the search "
+                       "for a regime without it: docs/gan_stage_pilots.md)")
     return True, ""
 
 
@@ -350,7 +351,7 @@ def judge(measured: Sequence[Measured], set_name: str, looks: int = 1) -> list[C
         if c.testable and not any(e.estimate.n for e in effects):
             reason = "no runs of this claim's variants on this set"
         if combined == PREMISE or (c.claim.premise and c.premise_text):
-            reason = c.premise_text
+            reason = "; ".join(r for r in (c.premise_text, reason) if r)
         results.append(ClaimResult(c.claim, set_name, effects, combined, reason, m, looks))
     return results
 
