@@ -509,17 +509,18 @@ def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | P
 
 def _round_seconds(cells: list[Cell], done: set[tuple[str, str]], rate: float,
                    jobs: int) -> float:
-    """Expected wall seconds of the cells not yet done (their stage-1 models counted once)."""
+    """Expected wall seconds of the cells not yet done (their stage-1 models counted once):
+    ``jobs`` share the work, but no round is shorter than its longest cell."""
     owners: set[str] = set()
-    total = 0.0
+    costs = []
     for cell in cells:
         key = identity.stage1_key(cell.config)
         if not is_done(cell, done):
-            total += expected_cost(cell, key not in owners)
+            costs.append(expected_cost(cell, key not in owners))
         owners.add(key)
-    if not math.isfinite(rate):
-        return 0.0  # nothing measured yet: the budget cannot be judged, run the round
-    return total * rate / max(1, min(jobs, len(cells)))
+    if not costs or not math.isfinite(rate):
+        return 0.0  # nothing to run, or nothing measured yet: run the round
+    return rate * max(sum(costs) / min(jobs, len(costs)), max(costs))
 
 
 class Terminated(KeyboardInterrupt):
