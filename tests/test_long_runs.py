@@ -348,7 +348,7 @@ def test_new_keys_and_the_cell_identity() -> None:
                                                      "keep_last": -2})) == [
         "keep_last must be >= 0, or -1 to keep every checkpoint, got -2",
         "best_metric2 must be one of ['psnr', 'ssim', 'niqe', 'pi', 'lpips', 'dists', "
-        "'brightness_error'] or '' (none), got 'brightness_shift'"]
+        "'artifacts', 'brightness_error'] or '' (none), got 'brightness_shift'"]
     # the disk check counts the kept checkpoints
     assert build.disk_needed(presets.resolve("tiny", {"keep_last": 4})) > \
         build.disk_needed(base) + 4 * 4 * 3 * sum(
