@@ -273,8 +273,8 @@ def test_table_input_errors():
 
 def test_metric_table_entries():
     assert set(METRICS) == {
-        "psnr", "ssim", "psnr_rgb", "ssim_rgb", "niqe", "ma", "pi", "lpips", "dists", "rmse", "artifacts",
-        "brightness_shift", "brightness_error",
+        "psnr", "ssim", "psnr_rgb", "ssim_rgb", "niqe", "ma", "pi", "lpips", "dists", "rmse",
+        "artifacts", "brightness_shift", "brightness_error",
     }
     assert not METRICS["niqe"].needs_reference and METRICS["lpips"].needs_reference
     assert METRICS["psnr"].higher_is_better and not METRICS["pi"].higher_is_better
