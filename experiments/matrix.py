@@ -1,7 +1,8 @@
 """The ablation matrix: designs -> cells -> commands, skipping what the run store already holds.
 
     python experiments/matrix.py run [DESIGN] [--preset cpu] [--seeds 2] [--jobs 1]
-                                     [--mongo URL] [--runs DIR] [key=value ...]
+                                     [--budget MINUTES] [--mongo URL] [--runs DIR]
+                                     [key=value ...]
     python experiments/matrix.py commands DESIGN [--preset ...] [--seeds ...]   # one per line
     python experiments/matrix.py list DESIGN [--preset ...]                     # cells + status
 
@@ -25,8 +26,11 @@ anywhere (``JOBS=N`` here, a SLURM array elsewhere) as long as they share one ru
 is done when the store holds a COMPLETED run with its cell key (``experiments.store.record``).
 Interrupted cells simply run again: run.py continues from the cell's checkpoint in
 ``work_dir``. After the cells, the interpolation sweep (network vs image interpolation and back
-projection) runs for the full ESRGAN cell of every seed. The MongoDB URL reaches the cells
-through the environment (ESRGAN_MONGO), never their command line or their logs.
+projection) runs for the full ESRGAN cell of every seed. With ``--budget`` (``make ablation``'s
+BUDGET) the claims still undecided after the preset's first seeds get more seeds while the
+minutes last (``analysis.sequential`` plans them; the plan is kept in the file store). The
+MongoDB URL reaches the cells through the environment (ESRGAN_MONGO), never their command line
+or their logs.
 """
 
 from __future__ import annotations
