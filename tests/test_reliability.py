@@ -669,7 +669,7 @@ def test_two_matrices_at_once_count_each_cell_once(tmp_path: Path) -> None:
     # 4 cells (C5's is left out with a random VGG19) and 1 sweep, each trained once
     assert trained == 5 and other == 5, outs
     assert all(c[3] == 0 for c in counts)
-    assert sorted(statuses(tmp_path)) == ["COMPLETED"] * 6
+    assert sorted(statuses(tmp_path)) == ["COMPLETED"] * 5
 
 
 # ------------------------------------------------------------------------------------------
