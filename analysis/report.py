@@ -30,14 +30,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import ledger, load, sequential, tables
+from analysis import ledger, load, tables
 from analysis.claims import ClaimResult
 from analysis.labels import MODEL_LABELS, metric_label, set_sort_key, variant_order
-from analysis.sequential import Plan
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
 from esrgan.paper.claims import DEEP_VARIANTS
 from esrgan.paper.departures import Departure
 from experiments.store import redact
+from experiments.store.plan import Plan
+from experiments.store.plan import read_plan as read_store_plan
 
 FIGURE_TEXT: dict[str, str] = {
     "pd_plane_rmse": "GAN models on the perception-distortion plane against PIRM's RMSE, with "
@@ -190,7 +191,7 @@ def read_plan(stores: Sequence[load.FileStore | load.MongoStore]) -> Plan | None
     """The sequential plan of the first file store that has one (MongoDB holds none)."""
     for store in stores:
         if isinstance(store, load.FileStore):
-            plan = sequential.read_plan(store.root)
+            plan = read_store_plan(store.root)
             if plan is not None:
                 return plan
     return None

@@ -31,7 +31,7 @@ import pandas as pd
 
 from analysis import claims as verdicts
 from esrgan.paper.claims import Claim
-from experiments.store.plan import LOOKS, Extension, Plan, read_plan  # noqa: F401 (re-exported)
+from experiments.store.plan import LOOKS, Extension
 
 PLAN_SET = "val"  # the set the plan looks at (the test photos decide once, at the end)
 
