@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from esrgan.evaluation import BICUBIC, PSNR_MODEL
+from analysis import settings
 from esrgan.paper.claims import CLAIMS, Claim, Effect
 
 CONFIDENCE = 0.95  # an effect tested alone (the unadjusted verdict)
@@ -171,30 +171,38 @@ def combine(verdicts: Sequence[str]) -> str:
 # measuring the effects from the run frames (analysis.load)
 
 
-STAGE1_MODELS = (PSNR_MODEL, BICUBIC)
+STAGE1_MODELS = settings.STAGE1_MODELS
 
 
-def _values(runs: pd.DataFrame, variant: str, model: str, metric: str, set_name: str,
-            study: str | None, key: str) -> pd.Series:
-    """One value per replicate (``key``: 'seed' or 'stage1_seed') of a variant's model."""
+def _rows(runs: pd.DataFrame, variant: str, model: str, metric: str, set_name: str,
+          study: str | None) -> pd.DataFrame:
+    """A variant's rows of one model, metric, set and study."""
     part = runs[(runs["variant"] == variant) & (runs["model"] == model)
                 & (runs["metric"] == metric) & (runs["set"] == set_name)]
-    part = part[part["study"].fillna("ablation") == (study or "ablation")]
-    return part.groupby(key)["value"].mean()
+    return part[part["study"].fillna("ablation") == (study or "ablation")]
 
 
 def paired_differences(runs: pd.DataFrame, effect: Effect, set_name: str) -> pd.Series:
     """value(a) - value(b) per replicate, for the replicates both sides have.
 
     When both sides are stage-1 models (PSNR-oriented or bicubic) a replicate is a stage-1
-    seed: runs that share their stage-1 model count once, so no interval is faked.
+    seed: runs that share their stage-1 model count once, so no interval is faked. A side
+    whose runs hold two settings, or two sides trained in different settings, are refused
+    (:class:`analysis.settings.MixedSettings`): a replicate is a seed, never another setting.
     """
-    key = ("stage1_seed" if {effect.a.model, effect.b.model} <= set(STAGE1_MODELS)
-           else "seed")
-    a = _values(runs, effect.a.variant, effect.a.model, effect.metric, set_name, effect.study,
-                key)
-    b = _values(runs, effect.b.variant, effect.b.model, effect.metric, set_name, effect.study,
-                key)
+    models = {effect.a.model, effect.b.model}
+    key = "stage1_seed" if models <= set(STAGE1_MODELS) else "seed"
+    column = settings.column_for(models)
+    sides = [_rows(runs, side.variant, side.model, effect.metric, set_name, effect.study)
+             for side in (effect.a, effect.b)]
+    for side, part in zip((effect.a, effect.b), sides, strict=True):
+        found = settings.differences(part, column)
+        if found:
+            raise settings.MixedSettings(
+                f"effect {effect.name!r}: variant {side.variant!r} holds runs of "
+                f"{part[column].nunique()} settings that differ in {found}")
+    settings.check_sides(*sides, effect.name, column)
+    a, b = (part.groupby(key)["value"].mean() for part in sides)
     both = a.index.intersection(b.index)
     return (a[both] - b[both]).sort_index()
 
@@ -260,7 +268,7 @@ class ClaimResult:
 
 
 def _premise(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
-    limit = claim.needs.get("max_active_fraction")
+    limit = claim.needs.max_active_fraction
     if limit is None:
         return True, ""
     active = context.get("active_fraction")
@@ -275,14 +283,14 @@ def _premise(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
 
 
 def _testable(claim: Claim, context: Mapping[str, object]) -> tuple[bool, str]:
-    depth = claim.needs.get("min_depth")
+    depth = claim.needs.min_depth
     if depth is not None:
         have = context.get("deep_depth")
         if not have:
             return False, "no deep-trunk runs in the store (the 'deep' design)"
         if int(have) < int(depth):  # type: ignore[arg-type]
             return False, f"the deep trunk has {have} blocks; the claim needs >= {depth}"
-    limit = claim.needs.get("max_gan_artifacts")
+    limit = claim.needs.max_gan_artifacts
     have = context.get("gan_artifacts")
     if limit is not None and have is not None and float(have) > float(limit):  # type: ignore[arg-type]
         return False, (f"the GAN stage paints a periodic grid: ESRGAN's GAN model has an "

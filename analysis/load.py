@@ -26,11 +26,13 @@ from typing import Any
 import pandas as pd
 
 from analysis.labels import metric_sort_key, set_sort_key, variant_label
+from analysis.settings import SETTING_COLUMNS, setting_columns
 from esrgan.evaluation import MODELS
 from esrgan.metrics import perceptual_index
 from esrgan.paper.claims import DEEP_STUDY, deep_label
 from esrgan.paper.departures import Departure, departures
 from esrgan.paper.switches import SWITCHES
+from experiments.keys import complete
 from experiments.store import (
     FileStore,
     MongoStore,
@@ -54,17 +56,20 @@ RUN_COLUMNS: list[str] = [
     "variant", "model", "set", "metric", "value", "wall_s", "git", "vgg_weights",
     "percep_normalize", "steps1", "steps2", "start_time", "cell_key", "network", "vgg",
     "train_data", "val_data", "substitutes", "study", "depth", "vgg_active_fraction",
-    "vgg_layer", "val_metrics", "metrics_left_out",
+    "vgg_layer", "val_metrics", "metrics_left_out", *SETTING_COLUMNS,
 ]
 CURVE_COLUMNS: list[str] = ["run_id", "variant", "seed", "name", "step", "value", "study"]
 INTERP_COLUMNS: list[str] = ["run_id", "seed", "variant", "method", "alpha", "iterations",
-                             "metric", "value", "preset", "start_time", "set"]
+                             "metric", "value", "preset", "start_time", "set", "study",
+                             *SETTING_COLUMNS]
 CROP_COLUMNS: list[str] = ["run_id", "variant", "seed", "image", "tag", "path"]
 
 
 def switches_of(record: RunRecord) -> dict[str, Any]:
-    """The six switches from the run's config (missing ones as None)."""
-    return {name: switch.normalise(record.config.get(name)) for name, switch in SWITCHES.items()}
+    """The switches from the run's config; a switch added after the run was stored at the
+    value the run computed with (``experiments.keys.complete``), others missing as None."""
+    config = complete(record.config)
+    return {name: switch.normalise(config.get(name)) for name, switch in SWITCHES.items()}
 
 
 def _network(meta: Mapping[str, Any]) -> str | None:
@@ -107,6 +112,7 @@ def _run_columns(record: RunRecord) -> dict[str, Any]:
         "val_metrics": tuple(cfg.get("val_metrics") or ()),
         # metric -> why it could not be scored (its weight file missing), as the run recorded
         "metrics_left_out": tuple(sorted((meta.get("metrics_left_out") or {}).items())),
+        **setting_columns(cfg),
     }
 
 
@@ -230,7 +236,8 @@ def load_interpolation(source: Source | Sequence[Source], *, preset: str | None 
                                  kinds=("interpolation",), dedupe=dedupe):
         base = _run_columns(record)
         common = {"run_id": record.run_id, "seed": base["seed"], "variant": base["variant"],
-                  "preset": base["preset"], "start_time": base["start_time"]}
+                  "preset": base["preset"], "start_time": base["start_time"],
+                  "study": base["study"], **{c: base[c] for c in SETTING_COLUMNS}}
         result = record.result if isinstance(record.result, Mapping) else {}
         others = result.get("sets") if isinstance(result.get("sets"), Mapping) else {}
         for set_name, curves in [("val", result), *others.items()]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import ledger, load, tables
+from analysis import ledger, load, settings, tables
 from analysis.claims import ClaimResult
 from analysis.labels import MODEL_LABELS, metric_label, set_sort_key, variant_order
 from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
@@ -275,7 +275,11 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
     interp = load.load_interpolation(stores, preset=preset)
     plan = read_plan(stores)
     sets = sorted(set(runs["set"].dropna()), key=set_sort_key)
-    decided = ledger.decide_all(runs, interp, sets, looks=plan.looks if plan else 1)
+    try:  # a variant's runs pooled as replicates must be of one setting
+        settings.check(runs, interp)
+        decided = ledger.decide_all(runs, interp, sets, looks=plan.looks if plan else 1)
+    except settings.MixedSettings as e:
+        raise ReportError(str(e)) from None
     folder = Path(out) / name
     fig_dir, table_dir = folder / "figures", folder / "tables"
 
@@ -292,11 +296,13 @@ def build_report(sources: Sequence[str], name: str, out: str | Path = "reports",
     for old in ("switch_effects.csv", "switch_effects.md"):
         (table_dir / old).unlink(missing_ok=True)
     sentences = [json.dumps([d.text for d in found]) for found in runs["substitutes"]]
-    tables.write_csv(runs.assign(substitutes=sentences), table_dir / "runs.csv")
+    tables.write_csv(runs.assign(substitutes=sentences).drop(columns=[settings.SETTING_VALUES]),
+                     table_dir / "runs.csv")
     tables.write_csv(summary, table_dir / "variant_metrics.csv")
     tables.write_csv(ledger.frame(decided), table_dir / "claims.csv")
     if not interp.empty:
-        tables.write_csv(interp, table_dir / "interpolation.csv")
+        tables.write_csv(interp.drop(columns=[settings.SETTING_VALUES]),
+                         table_dir / "interpolation.csv")
     else:
         (table_dir / "interpolation.csv").unlink(missing_ok=True)
 

@@ -336,7 +336,8 @@ def main() -> None:
           f"{load_line()}")
     print(f"preset {cfg['preset']}: nf {cfg['nf']}, nb {cfg['nb']} RRDB, gc {cfg['gc']}, "
           f"d_nf {cfg['d_nf']}, batch {cfg['batch']}, HR patch {cfg['patch']}, "
-          f"x{cfg['scale']}, {build.gan_loss_name(cfg)}, perceptual {cfg['vgg_layer']}")
+          f"x{cfg['scale']}, {'RaGAN' if cfg['ragan'] else 'standard GAN'}, "
+          f"perceptual {cfg['vgg_layer']}")
     print("VGG19: random weights (vgg_weights='random'): the ImageNet file is not on this "
           "machine; same layers, same cost")
     print("data: embedded training photos, batches from build.patch_dataset / build.loader "

@@ -41,9 +41,9 @@ from esrgan.benchmark import (
     _sets_from_args,
     run_benchmark,
 )
+from esrgan.checkpoints import best_files, kept_checkpoints
 from esrgan.files import atomic_write, check_output_dir
 from esrgan.metrics import METRICS
-from esrgan.train import best_files, kept_checkpoints
 from esrgan.weights import (
     PARAMS_CHOICES,
     PARAMS_HELP,

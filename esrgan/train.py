@@ -12,6 +12,9 @@ Read top to bottom:
 - :func:`train_psnr`, :func:`train_gan`: a stage's networks, optimisers and schedule, then the
   loop.
 
+The files beside a stage's resume point (kept checkpoints, best files, files set aside) are
+``esrgan.checkpoints``.
+
 Both stages take every setting as an argument (no config objects from Sacred) and talk to the
 outside through ``log(name, value, step)``, ``validate(generator, step) -> dict`` and
 ``progress`` (a tqdm bar is made here). Both checkpoint every ``ckpt_every`` steps to one file
@@ -35,11 +38,9 @@ from it).
 from __future__ import annotations
 
 import math
-import os
-import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,9 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from esrgan import distributed
-from esrgan.files import atomic_write
+from esrgan import checkpoints, distributed
 from esrgan.losses.gan import ragan_d_loss, ragan_g_loss, standard_d_loss, standard_g_loss
 from esrgan.losses.perceptual import PerceptualLoss
-from esrgan.metrics import METRICS
 from esrgan.speed import (
     Forward,
     adam,
@@ -64,7 +63,7 @@ from esrgan.speed import (
     mark_step_begin,
     wrap,
 )
-from esrgan.weights import CheckpointError, load_checkpoint, save_checkpoint, save_generator
+from esrgan.weights import save_generator
 
 # The fp16 gradient scaler skips an update whose gradients overflowed (its first few, while
 # it finds its scale); the schedule counts steps, not updates, as BasicSR's does.
@@ -217,7 +216,7 @@ class GanNets:
     g: Forward
     d: Forward
     d_frozen: Forward
-    percep: Forward
+    percep: Forward | None  # None: no perceptual term
     discriminator: nn.Module  # its parameters are frozen during G's update
 
 
@@ -232,7 +231,8 @@ def gan_step(nets: GanNets, update_g: Update, update_d: Update, batch: MicroBatc
         sr = nets.g(lr_img)
         fakes.append(sr.detach())
         l_pix = F.l1_loss(sr, hr_img)
-        l_percep = nets.percep(sr, hr_img)
+        # no perceptual network: the term is 0 (eq. (3) without it)
+        l_percep = nets.percep(sr, hr_img) if nets.percep is not None else sr.new_zeros(())
         real_logits = nets.d_frozen(hr_img).detach()
         fake_logits = nets.d_frozen(sr)
         if ragan:
@@ -266,149 +266,6 @@ def gan_step(nets: GanNets, update_g: Update, update_d: Update, batch: MicroBatc
 
 # ------------------------------------------------------------------------------------------
 # the loop both stages share
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    """The checkpoint written atomically (a kill or a full disk never leaves half a file)."""
-    if not distributed.is_main():
-        return  # one writer; every rank holds the same state
-    save_checkpoint(path, obj)
-
-
-_KEPT = re.compile(r"^(?P<stem>.+)_(?P<step>\d+)\.pth$")
-
-
-def kept_checkpoints(checkpoint: Path) -> list[tuple[int, Path]]:
-    """The periodic checkpoints kept beside ``checkpoint`` (``<stem>_<step>.pth``), by step."""
-    found = []
-    for path in checkpoint.parent.glob(f"{checkpoint.stem}_*.pth"):
-        match = _KEPT.match(path.name)
-        if match and match["stem"] == checkpoint.stem:
-            found.append((int(match["step"]), path))
-    return sorted(found)
-
-
-def best_files(checkpoint: Path) -> list[Path]:
-    """The best-by-validation generators kept beside ``checkpoint`` (``best_<metric>.pth``)."""
-    return sorted(checkpoint.parent.glob("best_*.pth"))
-
-
-def remove_checkpoints(checkpoint: Path) -> None:
-    """``checkpoint``, the periodic checkpoints kept beside it and the best files (a fresh
-    start: nothing of an earlier run is left to resume from or to re-score)."""
-    for path in (checkpoint, *(p for _, p in kept_checkpoints(checkpoint)),
-                 *best_files(checkpoint)):
-        path.unlink(missing_ok=True)
-
-
-def _keep(checkpoint: Path, step: int, keep_last: int) -> None:
-    """Keep the checkpoint just written as ``<stem>_<step>.pth`` and remove the oldest beyond
-    the last ``keep_last`` (-1: keep all).
-
-    A hard link to the same file: no second write, and replacing the resume point later
-    leaves it intact; a copy where the file system has no hard links.
-    """
-    if not distributed.is_main():
-        return
-    kept = checkpoint.with_name(f"{checkpoint.stem}_{step}.pth")
-    link = kept.with_name(f"{kept.name}.link")
-    link.unlink(missing_ok=True)
-    try:
-        os.link(checkpoint, link)
-        os.replace(link, kept)
-    except OSError:
-        link.unlink(missing_ok=True)
-        data = checkpoint.read_bytes()
-        atomic_write(kept, data, what="the kept checkpoint")
-    if keep_last > 0:
-        for _, old in kept_checkpoints(checkpoint)[:-keep_last]:
-            old.unlink(missing_ok=True)
-
-
-def _settle_kept(checkpoint: Path, start: int, metric: str,
-                 best: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Before a stage (re)starts at ``start``: remove the kept periodic checkpoints of later
-    steps (a rollback abandoned them; they would crowd out the new ones), and return the best
-    so far, the better of ``best`` (the checkpoint's record) and the best file's own record
-    (the file may be newer than the checkpoint, or outlive a rollback: the best generator
-    this folder has seen stays the best)."""
-    for step, path in kept_checkpoints(checkpoint):
-        if step > start:
-            path.unlink(missing_ok=True)
-    path = checkpoint.with_name(f"best_{metric}.pth")
-    if not metric or not path.exists():
-        return best
-    try:
-        saved = load_checkpoint(path)
-        record = {"metric": metric, "value": float(saved["value"]), "step": int(saved["step"])}
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        set_aside(path, f"{path}: not a best file of this stage")
-        return best
-    return record if _better(metric, record["value"], best) else best
-
-
-def _better(metric: str, value: float, best: dict[str, Any] | None) -> bool:
-    """Whether ``value`` of ``metric`` beats the best so far (strictly: ties keep the first)."""
-    if not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    higher = METRICS[metric].higher_is_better
-    return value > best["value"] if higher else value < best["value"]
-
-
-def check_best_metric(metric: str) -> None:
-    """ValueError unless ``metric`` ('' for none) has a direction: a best value to keep."""
-    if metric and (metric not in METRICS or metric == "brightness_shift"):
-        usable = [m for m in METRICS if m != "brightness_shift"]
-        raise ValueError(f"best metric must be one of {', '.join(usable)} (or empty: none), "
-                         f"got {metric!r}")
-
-
-class CheckpointSetAside(UserWarning):
-    """A checkpoint that could not be read was renamed and its stage starts over."""
-
-
-def set_aside(path: Path, reason: str) -> Path:
-    """Rename an unreadable file to ``NAME.unreadable-<time>`` (kept for inspection) and warn."""
-    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-    path.replace(aside)
-    warnings.warn(f"{reason}; set aside as {aside.name}, and its stage starts over",
-                  CheckpointSetAside, stacklevel=3)
-    return aside
-
-
-def _readable_checkpoint(path: Path, parts: Iterable[str]) -> dict | None:
-    """The checkpoint at ``path`` if it holds every part, else None (set aside if present)."""
-    if not path.exists():
-        return None
-    try:
-        state = load_checkpoint(path)
-        if not isinstance(state, dict) or "step" not in state:
-            raise CheckpointError(f"{path}: not a training checkpoint (no step)")
-        missing = [p for p in (*parts, "rng") if p not in state]
-        if missing:
-            raise CheckpointError(f"{path}: not a checkpoint of this stage (no {missing[0]})")
-        int(state["step"])
-    except CheckpointError as exc:
-        set_aside(path, str(exc))
-        return None
-    return state
-
-
-def _load_checkpoint(path: Path, parts: Iterable[str] = ()) -> dict | None:
-    """The checkpoint at ``path`` (None if absent or unreadable: rank 0 sets an unreadable one
-    aside); under DDP every rank must read rank 0's."""
-    checked = _readable_checkpoint(path, parts) if distributed.is_main() else None
-    usable = distributed.from_main(checked is not None if distributed.is_main() else None)
-    # rank 0 keeps the state it has just checked; the other ranks read the file once each
-    state = (checked if distributed.is_main() else load_checkpoint(path)) if usable else None
-    mine = None if state is None else int(state["step"])
-    step = distributed.from_main(mine)
-    if mine != step:
-        raise RuntimeError(f"{path}: rank {distributed.rank()} sees step {mine}, rank 0 step "
-                           f"{step}: the work_dir must be one folder shared by all ranks")
-    return state
 
 
 def _check_finite(stage: str, step: int, losses: dict[str, Tensor]) -> dict[str, float]:
@@ -468,6 +325,9 @@ class Stage:
     generator: nn.Module  # the network trained
     shown: tuple[str, ...] | None = None  # losses on the progress bar (None: all)
     ema: AveragedModel | None = None  # its moving average: updated every step, validated
+    # called with the step about to run, before it (a loss whose terms change during training;
+    # a pure function of the step, so that a resumed run computes what it would have)
+    before_step: Callable[[int], None] | None = None
 
 
 def _micro_batches(lr_img: Tensor, hr_img: Tensor, accum: int) -> MicroBatches:
@@ -492,26 +352,26 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
     the checkpoint); logs the mean losses every ``log_every`` steps.
     """
     prefix = f"stage{stage.number}_"
-    check_best_metric(settings.best_metric)
+    checkpoints.check_best_metric(settings.best_metric)
     if checkpoint is not None and distributed.is_main():
-        best = _settle_kept(checkpoint, start, settings.best_metric, best)
+        best = checkpoints.settle_kept(checkpoint, start, settings.best_metric, best)
 
     def save(step: int, periodic: bool = False) -> None:
         if checkpoint is not None:
             parts = {name: part.state_dict() for name, part in stage.parts.items()}
             arch = getattr(stage.generator, "arch", None)
-            _atomic_save({"stage": stage.number, "step": step, **parts,
+            checkpoints.atomic_save({"stage": stage.number, "step": step, **parts,
                           "rng": torch.get_rng_state(), "best": best,
                           **({"arch": dict(arch)} if arch is not None else {})}, checkpoint)
             if periodic and settings.keep_last:
-                _keep(checkpoint, step, settings.keep_last)
+                checkpoints.keep(checkpoint, step, settings.keep_last)
 
     def validation(step: int) -> dict[str, float]:
         nonlocal best
         metrics = _run_validation(validate, validated, step, prefix, log)
         metric = settings.best_metric
         value = metrics.get(metric) if metric else None
-        if value is not None and _better(metric, float(value), best):
+        if value is not None and checkpoints.better(metric, float(value), best):
             best = {"metric": metric, "value": float(value), "step": step}
             if checkpoint is not None:  # rank 0 only: the others have no metrics
                 save_generator(checkpoint.with_name(f"best_{metric}.pth"), stage.generator,
@@ -535,6 +395,8 @@ def train_loop(stage: Stage, batches: Batches, settings: StageSettings, *,
             hr_img = batch["hr"].to(device, memory_format=fmt)
             consistent = False  # a Ctrl-C from here to `step += 1` leaves a half-done step
             mark_step_begin(settings.compile)
+            if stage.before_step is not None:
+                stage.before_step(step)
             losses = stage.step(_micro_batches(lr_img, hr_img, settings.accum))
             if stage.ema is not None:
                 stage.ema.update_parameters(stage.generator)
@@ -594,7 +456,7 @@ def _resume(checkpoint: Path | None, parts: dict[str, Any]) -> tuple[int, dict |
     A checkpoint that cannot be read (truncated, tampered, of another stage) is set aside
     with a warning naming it, and the stage starts over from step 0.
     """
-    state = _load_checkpoint(checkpoint, parts) if checkpoint else None
+    state = checkpoints.load_training_checkpoint(checkpoint, parts) if checkpoint else None
     if state is None:
         return 0, None
     for name, part in parts.items():
@@ -656,7 +518,7 @@ def check_accum(accum: int, generator: nn.Module, stage: str) -> None:
 def train_gan(
     generator: nn.Module,
     discriminator: nn.Module,
-    perceptual: PerceptualLoss,
+    perceptual: PerceptualLoss | None,
     batches: Batches,
     settings: StageSettings,
     *,
@@ -672,6 +534,9 @@ def train_gan(
 ) -> StageOutcome:
     """Stage 2: G from stage 1 trained with eq. (3), D with RaGAN (``ragan``) or the standard GAN.
 
+    ``perceptual`` None: no perceptual term. A perceptual term with a ``before_step(step)``
+    method has it called before each step (a term that changes during training).
+
     Adam for both (D with learning rate ``lr_d``), with the same multi-step decay. With
     ``ema_decay`` the moving average continues from ``ema_start`` (stage 1's average, as
     BasicSR's ESRGAN recipe loads ``params_ema`` into it; None: from G's weights). With
@@ -684,7 +549,8 @@ def train_gan(
     for net in (generator, discriminator):
         _prepare(distributed.convert_batchnorm(net, device), device,
                  settings.channels_last).train()
-    _prepare(perceptual, device, settings.channels_last)
+    if perceptual is not None:
+        _prepare(perceptual, device, settings.channels_last)
     opt_g = _adam(generator.parameters(), settings.lr, settings, device)
     opt_d = _adam(discriminator.parameters(), lr_d, settings, device)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, settings.milestones, settings.lr_gamma)
@@ -703,12 +569,13 @@ def train_gan(
         g=wrap(generator, device, precision_g, mode),
         d=wrap(discriminator, device, precision_loss, mode),
         d_frozen=wrap(discriminator, device, precision_loss, mode, parallel=False),
-        percep=wrap(perceptual, device, precision_loss, mode, parallel=False),
+        percep=None if perceptual is None else wrap(perceptual, device, precision_loss, mode,
+                                                   parallel=False),
         discriminator=discriminator)
     update_g, update_d = Update(opt_g, scaler_g), Update(opt_d, scaler_d)
     stage = Stage(2, f"stage 2 ({'ragan' if ragan else 'standard'})",
                   lambda batch: gan_step(nets, update_g, update_d, batch, ragan, weights),
                   parts, [sched_g, sched_d], ("lr", "d_lr"), generator, shown=("l_g", "l_d"),
-                  ema=ema)
+                  ema=ema, before_step=getattr(perceptual, "before_step", None))
     return train_loop(stage, batches, settings, device=device, checkpoint=checkpoint, log=log,
                       validate=validate, progress=progress, start=start, best=best)

@@ -8,8 +8,9 @@ mapped once:
     bn              -> build_generator(bn=...)
     beta            -> build_generator(beta=...)
     small_init      -> build_generator(init_scale=0.1 | 1.0)
-    ragan           -> train_gan(gan_loss='ragan' | 'standard')
+    ragan           -> train_gan(ragan=...)
     vgg_before_act  -> VGGFeatureExtractor(before_activation=...)
+    d_spectral_norm -> VGGStyleDiscriminator(spectral_norm=...)       (not in the paper)
 
 A run's identity (``stage1_key``, ``cell_key``) is ``experiments.identity``. Nothing here
 imports Sacred: every function takes the plain config dict.
@@ -83,7 +84,8 @@ def discriminator_seed(cfg: Mapping[str, Any]) -> int:
 
 def make_discriminator(cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return VGGStyleDiscriminator(in_ch=3, nf=int(cfg["d_nf"]), patch_size=stage_patch(cfg, 2))
+    return VGGStyleDiscriminator(in_ch=3, nf=int(cfg["d_nf"]), patch_size=stage_patch(cfg, 2),
+                                 spectral_norm=bool(cfg["d_spectral_norm"]))
 
 
 def stage_patch(cfg: Mapping[str, Any], stage: int) -> int:
@@ -120,10 +122,6 @@ def vgg_premise(cfg: Mapping[str, Any], extractor: VGGFeatureExtractor) -> dict[
 
 def make_perceptual_loss(cfg: Mapping[str, Any]) -> PerceptualLoss:
     return PerceptualLoss(make_feature_extractor(cfg), normalize=bool(cfg["percep_normalize"]))
-
-
-def gan_loss_name(cfg: Mapping[str, Any]) -> str:
-    return "ragan" if cfg["ragan"] else "standard"
 
 
 def gan_weights(cfg: Mapping[str, Any]) -> GanWeights:

@@ -1,9 +1,11 @@
 """A run's identity: which settings decide its stage-1 model, and which name the whole cell.
 
-Two runs that agree on every :data:`STAGE1_KEYS` share one stage-1 (PSNR) model
-(``stage1_key``); a cell is every setting that changes what a run computes (``cell_key``: all
-keys but :data:`NON_SEMANTIC_KEYS`). The matrix, the run guards and the run record all name
-runs by these two digests.
+Two runs that agree on every stage-1 key share one stage-1 (PSNR) model (``stage1_key``); a
+cell is every setting that changes what a run computes (``cell_key``: all keys but the
+non-semantic ones). The matrix, the run guards and the run record all name runs by these two
+digests. Which key plays which part is ``experiments.keys``; a key added after runs were
+stored is left out of both digests at the value those runs computed with (its ``since``), so
+that a stored cell keeps its key and a cached stage-1 model stays found.
 """
 
 from __future__ import annotations
@@ -13,43 +15,30 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from esrgan.paper.switches import GENERATOR_SWITCHES
+from experiments.keys import ADDED_KEYS, BY_NAME, NON_SEMANTIC_KEYS, STAGE1_KEYS
 
-# Config keys that decide the stage-1 (PSNR) model; runs that agree on all of them share it.
-STAGE1_KEYS = (
-    *GENERATOR_SWITCHES, "nf", "nb", "nb_resblock", "gc", "scale",
-    "steps1", "lr1", "lr_decay_at1", "lr_gamma", "adam_betas", "batch", "patch",
-    "train_hr", "train_lr", "stage1_seed", "precision1", "channels_last", "ema_decay",
-)
-# Keys that never change what is computed (where, how fast, how often it is shown).
-NON_SEMANTIC_KEYS = (
-    "device", "num_workers", "resume", "fresh", "work_dir", "progress", "log_every",
-    "val_every1", "val_every2", "ckpt_every", "test_sets", "val_crops", "interp_alphas",
-    "bp_iterations",
-    "compile", "adam",  # same maths, other kernels (float rounding aside)
-    "study",  # a label for the analysis
-    "tb_dir",  # where the live TensorBoard view is written
-    # which checkpoints are kept; deterministic kernels (the same maths, reproducible)
-    "keep_last", "best_metric1", "best_metric2", "deterministic",
-)
-# Keys added after cells were stored, at the value that computes what those cells computed:
-# left out of the cell key there, so that a stored cell keeps its key. ``accum`` is not a
-# stage-1 key (the same update, float rounding aside) but changes stage 2 (D's BatchNorm and
-# RaGAN's means over micro-batches).
-ADDED_KEYS: dict[str, Any] = {"accum": 1, "patch2": 0, "vgg_pool": "max"}
+__all__ = ["ADDED_KEYS", "NON_SEMANTIC_KEYS", "STAGE1_KEYS", "cell_key", "digest",
+           "stage1_key"]
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """The 16-hex-digit SHA-256 of ``obj`` as sorted JSON (every identity in the suite)."""
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _at_since(name: str, value: Any) -> bool:
+    key = BY_NAME.get(name)
+    return key is not None and key.at_since(value)
+
+
 def stage1_key(cfg: Mapping[str, Any]) -> str:
     """Hash of exactly the settings that decide the stage-1 model."""
-    return _digest({k: cfg.get(k) for k in STAGE1_KEYS})
+    return digest({k: cfg.get(k) for k in STAGE1_KEYS
+                   if not (k in ADDED_KEYS and _at_since(k, cfg.get(k, ADDED_KEYS[k])))})
 
 
 def cell_key(cfg: Mapping[str, Any]) -> str:
     """Hash of every setting that changes what a run computes (its identity in the matrix)."""
-    return _digest({k: v for k, v in sorted(cfg.items()) if k not in NON_SEMANTIC_KEYS
-                    and not (k in ADDED_KEYS and v == ADDED_KEYS[k])})
+    return digest({k: v for k, v in sorted(cfg.items()) if k not in NON_SEMANTIC_KEYS
+                   and not _at_since(k, v)})

@@ -55,8 +55,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from esrgan.paper.claims import BY_ID, DEEP_STUDY, DEEP_VARIANTS, deep_label
-from esrgan.paper.switches import ESRGAN, NAMES, PAPER_PATH, SRGAN, matches, variant_label
+from esrgan.evaluation import GAN_MODEL
+from esrgan.paper.claims import BY_ID, CLAIMS, DEEP_STUDY, DEEP_VARIANTS, deep_label
+from esrgan.paper.switches import (
+    ESRGAN,
+    PAPER_PATH,
+    PAPER_SWITCHES,
+    SRGAN,
+    known_labels,
+    matches,
+    variant_label,
+    variant_switches,
+)
 from experiments import build, identity, presets
 from experiments.guards import ALREADY_COMPLETED, BEING_RUN_BY
 from experiments.store import completed
@@ -92,13 +102,16 @@ def design_paper(preset: str) -> list[Spec]:
 
 
 def design_one_at_a_time(preset: str) -> list[Spec]:
-    """ESRGAN, then ESRGAN with each switch flipped to its SRGAN value."""
-    return [Spec(dict(ESRGAN))] + [Spec({**ESRGAN, s: SRGAN[s]}) for s in NAMES]
+    """ESRGAN, then ESRGAN with each of the paper's switches flipped to its SRGAN value
+    (a switch the paper does not have is set by an override: ``d_spectral_norm=True``)."""
+    return [Spec(dict(ESRGAN))] + [Spec({**ESRGAN, s: SRGAN[s]}) for s in PAPER_SWITCHES]
 
 
 def design_factorial(preset: str) -> list[Spec]:
-    values = [(ESRGAN[s], SRGAN[s]) for s in NAMES]
-    return [Spec(dict(zip(NAMES, combo, strict=True))) for combo in itertools.product(*values)]
+    """Every combination of the paper's six switches (extensions at their paper value)."""
+    values = [(ESRGAN[s], SRGAN[s]) for s in PAPER_SWITCHES]
+    return [Spec({**ESRGAN, **dict(zip(PAPER_SWITCHES, combo, strict=True))})
+            for combo in itertools.product(*values)]
 
 
 def design_deep(preset: str) -> list[Spec]:
@@ -111,18 +124,34 @@ def design_deep(preset: str) -> list[Spec]:
 
 
 def design_claims(preset: str) -> list[Spec]:
-    """The cells the claims of the paper need beside the deep design (``esrgan.paper.claims``).
+    """The cells the claims of the ledger read beside the deep design, computed from
+    ``esrgan.paper.claims.CLAIMS``: one spec per variant an effect names, in plot order.
 
-    ESRGAN (both stages: C6, C7, C8), ESRGAN with the standard GAN (C4) and with after-
-    activation features (C5), both reusing ESRGAN's stage-1 model, and the PSNR-oriented
-    models of ESRGAN +BN (C2) and ESRGAN w/o RRDB (C3). beta and x0.1 init are tested where
-    the paper makes their claim: at depth (``deep``).
+    A variant whose GAN model no effect reads is a stage-1 cell (its PSNR-oriented model
+    only); a variant read only by claims whose premise rests on the perceptual network runs
+    only with a trained VGG19 (``Spec.trained_vgg_only``). Today: ESRGAN (both stages: C6,
+    C7, C8), ESRGAN with the standard GAN (C4) and with after-activation features (C5), and
+    the PSNR-oriented models of ESRGAN +BN (C2) and ESRGAN w/o RRDB (C3); beta and x0.1 init
+    are tested where the paper makes their claim: at depth (``deep``).
     """
-    return [Spec(dict(ESRGAN)),
-            Spec({**ESRGAN, "rrdb": SRGAN["rrdb"]}, fixed=dict(STAGE1_ONLY)),
-            Spec({**ESRGAN, "bn": SRGAN["bn"]}, fixed=dict(STAGE1_ONLY)),
-            Spec({**ESRGAN, "ragan": SRGAN["ragan"]}),
-            Spec({**ESRGAN, "vgg_before_act": SRGAN["vgg_before_act"]}, trained_vgg_only="C5")]
+    gan_read: dict[str, bool] = {}
+    claims_of: dict[str, set[str]] = {}
+    for claim in CLAIMS:
+        for effect in claim.effects:
+            if effect.study == DEEP_STUDY:
+                continue
+            for side in (effect.a, effect.b):
+                gan_read[side.variant] = gan_read.get(side.variant, False) or \
+                    side.model == GAN_MODEL
+                claims_of.setdefault(side.variant, set()).add(claim.id)
+    specs = []
+    for label in [v for v in known_labels() if v in gan_read]:
+        premised = sorted(c for c in claims_of[label] if BY_ID[c].needs.has_premise)
+        only = premised[0] if premised and len(premised) == len(claims_of[label]) else ""
+        specs.append(Spec(variant_switches(label),
+                          fixed={} if gan_read[label] else dict(STAGE1_ONLY),
+                          trained_vgg_only=only))
+    return specs
 
 
 def design_default(preset: str) -> list[Spec]:

@@ -15,7 +15,6 @@ all use it.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from esrgan.paper.departures import departures
 from esrgan.paper.setting import PAPER_SETTING
 from esrgan.paper.switches import ESRGAN
-from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, FORWARD_PRECISIONS, TRAINING_PRECISIONS
+from experiments import keys
 
 EMBEDDED_TEST = "embedded"  # the value of test_sets that names the held-out embedded photos
 # pi, lpips and dists need weight files (esrgan/downloads.py); without them they are left out
@@ -41,6 +40,8 @@ def base():
     small_init = ESRGAN["small_init"]  # Kaiming init x0.1 in the residual blocks (False: MSRA)
     ragan = ESRGAN["ragan"]  # relativistic average GAN (False: standard GAN)
     vgg_before_act = ESRGAN["vgg_before_act"]  # perceptual features before the ReLU (SRGAN: after)
+    # --- switches the paper does not have (off = the paper's method)
+    d_spectral_norm = ESRGAN["d_spectral_norm"]  # spectral norm on D's convs and linears
 
     # --- network sizes (the paper preset has the paper's)
     nf = 32  # generator feature channels
@@ -236,26 +237,6 @@ def resolve(preset: str, overrides: Mapping[str, Any] | None = None) -> dict[str
 # checks
 
 
-def _kind_problem(key: str, value: Any, default: Any) -> str | None:
-    """The value's kind against the base default's (int, float, bool, list, text or a path)."""
-    if isinstance(default, bool):
-        ok, want = isinstance(value, bool), "True or False"
-    elif isinstance(default, int):
-        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-    elif isinstance(default, float):
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        want = "a number"
-    elif isinstance(default, list):
-        ok, want = isinstance(value, list), "a list, e.g. [a, b]"
-    elif isinstance(default, str):
-        ok, want = isinstance(value, str), "a text"
-    else:  # None default: an optional path or run id
-        ok, want = value is None or isinstance(value, str | int), "a path (or None)"
-    if ok:
-        return None
-    return f"{key} must be {want}, got {value!r}"
-
-
 @functools.cache
 def _base_defaults() -> tuple[tuple[str, Any], ...]:
     from sacred.config import ConfigScope
@@ -317,19 +298,19 @@ def needs_vgg_fallback(preset: str, overrides: Mapping[str, Any]) -> bool:
 
 
 def validate(cfg: Mapping[str, Any]) -> list[str]:
-    """Every problem of a config, one short sentence each (empty: fine)."""
-    defaults = _defaults()
-    kinds = [_kind_problem(k, cfg[k], d) for k, d in defaults.items() if k in cfg]
-    problems = [p for p in kinds if p]
-    if problems:  # the checks below assume the right kinds
+    """Every problem of a config, one short sentence each (empty: fine).
+
+    Each key's kind, choices and bounds first (``experiments.keys``); the checks that combine
+    keys run only when those hold, so that no value reaches an arithmetic it would break.
+    """
+    problems = keys.problems(cfg)
+    if problems:
         return problems
     if not 0 <= cfg["ema_decay"] < 1:
         problems.append(f"ema_decay must be in [0, 1) (0: no moving average), got "
                         f"{cfg['ema_decay']}")
     if not cfg["beta"] > 0:
         problems.append(f"beta must be > 0 (1.0 means no residual scaling), got {cfg['beta']}")
-    if cfg["scale"] not in (2, 4):
-        problems.append(f"scale must be 2 or 4, got {cfg['scale']}")
     for key in ("patch", "patch2"):
         patch = cfg[key]
         if key == "patch2" and patch == 0:
@@ -338,14 +319,6 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
             problems.append(f"{key} must be a positive multiple of 32 (the discriminator "
                             f"halves it five times) and of 4*scale, got {patch}"
                             + (" (0: patch)" if key == "patch2" else ""))
-    if cfg["vgg_pool"] not in ("max", "avg"):
-        problems.append(f"vgg_pool must be 'max' or 'avg', got {cfg['vgg_pool']!r}")
-    for key in ("steps1", "steps2"):
-        if cfg[key] < 0:
-            problems.append(f"{key} must be >= 0, got {cfg[key]}")
-    for key in ("batch", "nf", "nb", "nb_resblock", "gc", "d_nf"):
-        if cfg[key] < 1:
-            problems.append(f"{key} must be >= 1, got {cfg[key]}")
     for key in ("train_hr", "train_lr", "val_hr", "val_lr"):
         if cfg[key] is not None and not Path(cfg[key]).is_dir():
             problems.append(f"{key} folder not found: {cfg[key]}")
@@ -355,11 +328,6 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     unknown = sorted(set(cfg["val_metrics"]) - set(KNOWN_VAL_METRICS))
     if unknown:
         problems.append(f"unknown val_metrics {unknown}; known: {list(KNOWN_VAL_METRICS)}")
-    for key, allowed in (("precision1", FORWARD_PRECISIONS),
-                         ("precision2", TRAINING_PRECISIONS),
-                         ("compile", COMPILE_MODES), ("adam", ADAM_IMPLS)):
-        if cfg[key] not in allowed:
-            problems.append(f"{key} must be one of {list(allowed)}, got {cfg[key]!r}")
     from esrgan.distributed import launch_world_size
 
     world = launch_world_size()
@@ -419,7 +387,8 @@ def resume_updates(cfg: Mapping[str, Any], runs_dir: str | Path) -> dict[str, An
     if not isinstance(old, dict):
         raise ConfigError(f"resume={target}: no run there (looked for {config_file})")
     old.pop("__doc__", None)
-    return {k: v for k, v in old.items() if k not in _RESUME_KEEPS}
+    # a key the old run predates is set to the value it computed with, not today's default
+    return {k: v for k, v in keys.complete(old).items() if k not in _RESUME_KEEPS}
 
 
 def substitutes(cfg: Mapping[str, Any]) -> list[str]:

@@ -52,6 +52,7 @@ from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
 from esrgan import distributed  # noqa: E402
 from esrgan.backprojection import back_project  # noqa: E402
+from esrgan.checkpoints import remove_checkpoints  # noqa: E402
 from esrgan.data import write_image  # noqa: E402
 from esrgan.evaluation import (  # noqa: E402
     BICUBIC,
@@ -65,7 +66,7 @@ from esrgan.evaluation import (  # noqa: E402
 from esrgan.files import OutputError, atomic_write, check_output_dir  # noqa: E402
 from esrgan.paper.departures import departures  # noqa: E402
 from esrgan.speed import set_deterministic  # noqa: E402
-from esrgan.train import TrainingDiverged, remove_checkpoints, train_gan  # noqa: E402
+from esrgan.train import TrainingDiverged, train_gan  # noqa: E402
 from esrgan.weights import interpolate_state, load_generator_state, save_generator  # noqa: E402
 from experiments import build, identity, presets  # noqa: E402
 from experiments.guards import RunError, cell_lock, check_disk, skip_if_completed  # noqa: E402
@@ -142,7 +143,7 @@ def run_cell(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     info = sink.run.info
     info["esrgan"] = meta = {
         **run_meta(cfg, "cell"), "device": str(device), "study": cfg["study"],
-        "generator_arch": build.generator_arch(cfg), "gan_loss": build.gan_loss_name(cfg),
+        "generator_arch": build.generator_arch(cfg),
         "train_data": cfg["train_hr"] or "embedded (photos shipped with the installed packages)",
         "val_data": cfg["val_hr"] or "embedded (photos shipped with the installed packages)",
     }

@@ -24,8 +24,9 @@ from typing import Any, Protocol
 import torch
 
 from esrgan import distributed
+from esrgan.checkpoints import remove_checkpoints, set_aside
 from esrgan.files import atomic_write
-from esrgan.train import remove_checkpoints, set_aside, train_psnr
+from esrgan.train import train_psnr
 from esrgan.weights import (
     CheckpointError,
     load_checkpoint,

@@ -8,10 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
+from esrgan.losses.gan import ragan_d_loss, ragan_g_loss, standard_d_loss, standard_g_loss
 from esrgan.paper.switches import GENERATOR_SWITCHES as G_SWITCHES
-from esrgan.paper.switches import SRGAN as SWITCHES
+from esrgan.paper.switches import SWITCH_TABLE
 from experiments import build, identity, presets
+
+SWITCHES = {s.name: s.baseline for s in SWITCH_TABLE}  # each switch's other value
 
 
 def config(**overrides) -> dict:
@@ -35,7 +37,8 @@ def test_each_switch_changes_only_its_part(switch: str) -> None:
     expected = {"rrdb": {"trunk", "nb"}, "bn": {"bn"}, "beta": {"beta"},
                 "small_init": {"init_scale"}}.get(switch, set())
     assert changed == expected
-    assert (build.gan_loss_name(base) != build.gan_loss_name(flipped)) == (switch == "ragan")
+    d_a, d_b = build.make_discriminator(base, 0), build.make_discriminator(flipped, 0)
+    assert (set(d_a.state_dict()) != set(d_b.state_dict())) == (switch == "d_spectral_norm")
     vgg_a, vgg_b = build.make_feature_extractor(base), build.make_feature_extractor(flipped)
     assert (vgg_a.description != vgg_b.description) == (switch == "vgg_before_act")
     # stage 1 is shared exactly when the switch is not a generator switch
@@ -88,37 +91,35 @@ def test_gan_losses_match_the_formulas() -> None:
     # standard: L_D = mean(-log s(r)) + mean(-log(1-s(f))), halved; L_G = mean(-log s(f))
     d_std = 0.5 * (sum(sp(-r) for r in real.tolist()) / 3 + sum(sp(f) for f in fake.tolist()) / 3)
     g_std = sum(sp(-f) for f in fake.tolist()) / 3
-    assert discriminator_loss(real, fake, "standard").item() == pytest.approx(d_std, rel=1e-6)
-    assert generator_adversarial_loss(real, fake, "standard").item() == pytest.approx(g_std)
+    assert standard_d_loss(real, fake).item() == pytest.approx(d_std, rel=1e-6)
+    assert standard_g_loss(real, fake).item() == pytest.approx(g_std)
     # relativistic average: eq. (1) and (2) with the batch means, averaged over two terms
     mr, mf = real.mean().item(), fake.mean().item()
     d_ra = 0.5 * (sum(sp(-(r - mf)) for r in real.tolist()) / 3
                   + sum(sp(f - mr) for f in fake.tolist()) / 3)
     g_ra = 0.5 * (sum(sp(r - mf) for r in real.tolist()) / 3
                   + sum(sp(-(f - mr)) for f in fake.tolist()) / 3)
-    assert discriminator_loss(real, fake, "ragan").item() == pytest.approx(d_ra, rel=1e-6)
-    assert generator_adversarial_loss(real, fake, "ragan").item() == pytest.approx(g_ra, rel=1e-6)
-    with pytest.raises(ValueError, match="unknown GAN loss"):
-        discriminator_loss(real, fake, "wgan")
+    assert ragan_d_loss(real, fake).item() == pytest.approx(d_ra, rel=1e-6)
+    assert ragan_g_loss(real, fake).item() == pytest.approx(g_ra, rel=1e-6)
 
 
 def test_ragan_generator_loss_depends_on_real_logits() -> None:
     """The generator gets gradients from both real and generated data in (2)."""
     fake = torch.tensor([0.3, -0.2], requires_grad=True)
     real = torch.tensor([1.0, 2.0], requires_grad=True)
-    generator_adversarial_loss(real, fake, "ragan").backward()
+    ragan_g_loss(real, fake).backward()
     assert real.grad is not None and real.grad.abs().sum() > 0
     real.grad = None
-    generator_adversarial_loss(real, fake, "standard").backward()
+    standard_g_loss(real, fake).backward()
     assert real.grad is None or real.grad.abs().sum() == 0
 
 
 def test_stable_logits_form_survives_extreme_logits() -> None:
     real = torch.tensor([200.0, -200.0])
     fake = torch.tensor([-300.0, 300.0])
-    for kind in ("standard", "ragan"):
-        assert torch.isfinite(discriminator_loss(real, fake, kind))
-        assert torch.isfinite(generator_adversarial_loss(real, fake, kind))
+    for d_loss, g_loss in ((standard_d_loss, standard_g_loss), (ragan_d_loss, ragan_g_loss)):
+        assert torch.isfinite(d_loss(real, fake))
+        assert torch.isfinite(g_loss(real, fake))
 
 
 def test_a_decoded_cache_is_a_training_folder(tmp_path) -> None:

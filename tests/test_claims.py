@@ -76,7 +76,7 @@ def test_the_ledger_names_switches_and_regimes() -> None:
         assert any(e.decides for e in claim.effects)
         for effect in claim.effects:
             assert effect.metric in METRICS and effect.direction in (+1, -1)
-    assert BY_ID["C5"].premise and BY_ID["C1"].needs["min_depth"] >= 32
+    assert BY_ID["C5"].premise and BY_ID["C1"].needs.min_depth >= 32
 
 
 def _runs(rows: list[tuple[str, str, str, int, float]], study: str = "ablation"

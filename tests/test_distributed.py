@@ -41,7 +41,7 @@ GRADIENTS = textwrap.dedent('''
     from esrgan.archs.discriminator import VGGStyleDiscriminator
     from esrgan.archs.vgg import VGGFeatureExtractor
     from esrgan.losses import PerceptualLoss
-    from esrgan.losses.gan import discriminator_loss, generator_adversarial_loss
+    from esrgan.losses.gan import ragan_d_loss, ragan_g_loss
 
     device = distributed.init(torch.device("cpu"))
     torch.manual_seed(0)
@@ -52,7 +52,7 @@ GRADIENTS = textwrap.dedent('''
     part = slice(rank * 4 // world, (rank + 1) * 4 // world)
     d = distributed.data_parallel(distributed.convert_batchnorm(d, device), device)
     r, f = d(real[part]), d(fake[part])
-    loss = discriminator_loss(r, f, "ragan") + generator_adversarial_loss(r, f, "ragan") \\
+    loss = ragan_d_loss(r, f) + ragan_g_loss(r, f) \\
         + percep(fake[part], real[part])
     loss.backward()
     module = getattr(d, "module", d)

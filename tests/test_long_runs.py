@@ -19,8 +19,9 @@ from esrgan.archs.discriminator import VGGStyleDiscriminator
 from esrgan.archs.rrdbnet import build_generator
 from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.benchmark import BenchmarkSet, run_benchmark
+from esrgan.checkpoints import remove_checkpoints
 from esrgan.losses import PerceptualLoss
-from esrgan.train import GanWeights, StageSettings, remove_checkpoints, train_gan, train_psnr
+from esrgan.train import GanWeights, StageSettings, train_gan, train_psnr
 from esrgan.weights import load_checkpoint, load_generator, load_generator_state
 from experiments import build, identity, presets
 

@@ -5,11 +5,15 @@ channels; BatchNorm after every conv except the first; LeakyReLU(0.2) after each
 ``patch_size`` input ends as (8nf, patch/32, patch/32), flattened into
 Linear(8nf*(patch/32)^2, 100) -> LeakyReLU(0.2) -> Linear(100, 1). The output is the raw
 logit C(x) (no sigmoid): the GAN losses take logits.
+
+``spectral_norm=True`` (not in the paper; Miyato et al. 2018) puts spectral normalisation on
+every conv and linear layer (one power iteration per training forward), BatchNorm unchanged.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 _STAGE_MULT: tuple[int, ...] = (1, 2, 4, 8, 8)
 
@@ -17,7 +21,8 @@ _STAGE_MULT: tuple[int, ...] = (1, 2, 4, 8, 8)
 class VGGStyleDiscriminator(nn.Module):
     """VGG-style D for square ``patch_size`` inputs (a multiple of 32); returns (N, 1) logits."""
 
-    def __init__(self, in_ch: int = 3, nf: int = 64, patch_size: int = 128) -> None:
+    def __init__(self, in_ch: int = 3, nf: int = 64, patch_size: int = 128,
+                 spectral_norm: bool = False) -> None:
         super().__init__()
         if not isinstance(patch_size, int) or patch_size < 32 or patch_size % 32:
             raise ValueError(
@@ -46,6 +51,10 @@ class VGGStyleDiscriminator(nn.Module):
         self.linear2 = nn.Linear(100, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
         self._order = list(layers)
+        if spectral_norm:
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d | nn.Linear):
+                    _spectral_norm(module)
 
     def forward(self, x: Tensor) -> Tensor:
         expected = (self.in_ch, self.patch_size, self.patch_size)

@@ -17,8 +17,6 @@ logits enter RaGAN's generator loss as constants (D is not being updated).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,28 +48,3 @@ def ragan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
 def ragan_g_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Eq. (2): the generator gets gradients from both real and generated data."""
     return 0.5 * (_bce(real - batch_mean(fake), False) + _bce(fake - batch_mean(real), True))
-
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-# name -> (discriminator loss, generator adversarial loss)
-GAN_LOSSES: dict[str, tuple[LossFn, LossFn]] = {
-    "standard": (standard_d_loss, standard_g_loss),
-    "ragan": (ragan_d_loss, ragan_g_loss),
-}
-
-
-def _kind(kind: str) -> tuple[Callable, Callable]:
-    if kind not in GAN_LOSSES:
-        raise ValueError(f"unknown GAN loss {kind!r}; choose one of {sorted(GAN_LOSSES)}")
-    return GAN_LOSSES[kind]
-
-
-def discriminator_loss(real: Tensor, fake: Tensor, kind: str) -> Tensor:
-    """Discriminator loss of ``kind`` ('standard' | 'ragan') on logits C(x_r), C(x_f)."""
-    return _kind(kind)[0](real, fake)
-
-
-def generator_adversarial_loss(real: Tensor, fake: Tensor, kind: str) -> Tensor:
-    """Generator's adversarial loss of ``kind``; ``real`` should be detached by the caller."""
-    return _kind(kind)[1](real, fake)

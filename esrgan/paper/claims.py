@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
-from esrgan.paper.switches import SWITCHES, same_value
+from esrgan.evaluation import BICUBIC, GAN_MODEL, MODELS, PSNR_MODEL
+from esrgan.paper.switches import SWITCHES, known_labels, same_value
 
 # Claim C1 is about a very deep no-BN residual network: its four variants, by init and beta
 # (the 'deep' design; the trunk is SRGAN's residual block without BN).
@@ -42,10 +42,49 @@ def deep_label(values: dict[str, object]) -> str:
 
 @dataclass(frozen=True)
 class Side:
-    """One side of an effect: a variant's model."""
+    """One side of an effect: a variant's model. The variant is a label the analysis gives
+    runs (``switches.variant_label``, or a deep-design variant) and the model one of
+    ``esrgan.evaluation.MODELS``: anything else is refused here, so that a typo cannot read
+    as 'no runs of this claim's variants'."""
 
     variant: str
     model: str
+
+    def __post_init__(self) -> None:
+        labels = [*known_labels(), *DEEP_VARIANTS]
+        if self.variant not in labels:
+            raise ValueError(f"unknown variant {self.variant!r}; known: {labels}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {list(MODELS)}")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """What a claim needs of the setting before its numbers can speak (None: no need).
+
+    ``min_depth``: blocks of the deep trunk (C1); ``max_gan_artifacts``: the artifact index
+    of ESRGAN's GAN model on val, mean over seeds (a GAN stage that paints no grid);
+    ``max_active_fraction``: the share of the perceptual layer's units active after the ReLU
+    (the premise of C5: sparse features, which only a trained VGG19 has). A premise rests on
+    the perceptual network: a claim with one runs its own cells only with a trained VGG19.
+    """
+
+    min_depth: int | None = None
+    max_gan_artifacts: float | None = None
+    max_active_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_gan_artifacts", "max_active_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"Regime.{name} must be in (0, 1], got {value!r}")
+        if self.min_depth is not None and self.min_depth < 1:
+            raise ValueError(f"Regime.min_depth must be >= 1, got {self.min_depth!r}")
+
+    @property
+    def has_premise(self) -> bool:
+        """Whether the claim rests on a property of the perceptual network."""
+        return self.max_active_fraction is not None
 
 
 @dataclass(frozen=True)
@@ -86,7 +125,7 @@ class Claim:
     premise: str | None = None  # a property of the setting the claim rests on
     gate: bool = False  # a sanity check of the setting, not a claim of the paper
     qualitative: str = ""  # what the paper also claims that only a picture shows
-    needs: dict[str, object] = field(default_factory=dict)  # minimum regime, for the verdict
+    needs: Regime = field(default_factory=Regime)  # minimum regime, for the verdict
 
 
 # Smallest effects of interest, each with its reason (an interval inside +-delta: "no effect")
@@ -108,7 +147,7 @@ BRIGHTNESS_DELTA_WHY = "0.5 grey levels of mean brightness error: below what an 
 # mean over seeds, at most this (PSNR-oriented models score 0.001-0.004 there, GAN models with
 # a grid visible in the crops 0.006 and more). Above it, C4-C7 are not testable at this scale.
 ARTIFACT_LIMIT = 0.005
-WORKING_GAN = {"max_gan_artifacts": ARTIFACT_LIMIT}
+WORKING_GAN = Regime(max_gan_artifacts=ARTIFACT_LIMIT)
 
 
 def _psnr(**kw: object) -> dict[str, object]:
@@ -149,7 +188,7 @@ CLAIMS: tuple[Claim, ...] = (
                 **_psnr(study=DEEP_STUDY)),
          Effect("both - x0.1 init", _deep("x0.1 init + beta 0.2"), _deep("x0.1 init"), "psnr",
                 +1, **_psnr(study=DEEP_STUDY, decides=False))),
-        needs={"min_depth": 32},
+        needs=Regime(min_depth=32),
     ),
     Claim(
         "C2", "BN removal raises PSNR",
@@ -180,7 +219,7 @@ CLAIMS: tuple[Claim, ...] = (
         "on DF2K with an ImageNet VGG19) and enough seeds for a small effect", "default",
         (Effect("ESRGAN - ESRGAN standard GAN", _esr(GAN_MODEL), _flip("ragan", GAN_MODEL),
                 "niqe", -1, **_niqe()),),
-        needs=dict(WORKING_GAN),
+        needs=WORKING_GAN,
     ),
     Claim(
         "C5", "VGG features before activation",
@@ -197,7 +236,7 @@ CLAIMS: tuple[Claim, ...] = (
                 _flip("vgg_before_act", GAN_MODEL), "brightness_error", -1, decides=False,
                 delta=BRIGHTNESS_DELTA, delta_why=BRIGHTNESS_DELTA_WHY)),
         premise="after-activation conv5_4 features are sparse (paper: 11.17% active)",
-        needs={"max_active_fraction": 0.25, **WORKING_GAN},
+        needs=Regime(max_gan_artifacts=ARTIFACT_LIMIT, max_active_fraction=0.25),
     ),
     Claim(
         "C6", "Network interpolation beats image interpolation",
@@ -209,7 +248,7 @@ CLAIMS: tuple[Claim, ...] = (
         "perceptually (else both curves only trade PSNR away)", "default",
         (Effect("network - image NIQE at equal PSNR", _esr(GAN_MODEL), _esr(PSNR_MODEL),
                 "niqe", -1, **_niqe(kind="interpolation")),),
-        needs=dict(WORKING_GAN),
+        needs=WORKING_GAN,
     ),
     Claim(
         "C7", "The GAN stage trades distortion for perception",
@@ -222,7 +261,7 @@ CLAIMS: tuple[Claim, ...] = (
                 **_niqe()),
          Effect("GAN - PSNR model PSNR (the cost)", _esr(GAN_MODEL), _esr(PSNR_MODEL),
                 "psnr", -1, **_psnr(decides=False))),
-        needs=dict(WORKING_GAN),
+        needs=WORKING_GAN,
     ),
     Claim(
         "C8", "Sanity gate: the PSNR model beats bicubic",

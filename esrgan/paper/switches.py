@@ -1,4 +1,5 @@
-"""The six changes ESRGAN makes to SRGAN, one row each: the one table every layer reads.
+"""The six changes ESRGAN makes to SRGAN, one row each, and the switches this suite adds beside
+them: the one table every layer reads.
 
 A switch is a flat Sacred config key. Its row says what the paper uses (ESRGAN's value), what
 it replaces (SRGAN's value), which part of the method it changes, the change's name and the
@@ -6,6 +7,11 @@ name of the variant "ESRGAN with this switch set back to SRGAN's value". The pre
 their defaults from ``ESRGAN``, the matrix builds its designs from ``ESRGAN``/``SRGAN`` and
 ``PAPER_PATH``, the analysis names variants with :func:`variant_label`, the claims ledger
 refers to switches by name, and a test checks README's switch table against this one.
+
+A switch the paper does not have (``origin='extension'``, e.g. spectral normalisation in D):
+its ``paper`` value is the paper's method (the extension off), ``baseline`` the other value.
+It stays at its paper value on the paper's path and in the designs, a run stored before it
+existed reads as that value (``experiments.keys``), and a label names it only when it is on.
 
 Where each switch reaches its tensor op (one hop, in ``experiments/build.py``):
 
@@ -15,8 +21,10 @@ Where each switch reaches its tensor op (one hop, in ``experiments/build.py``):
     small_init      -> build_generator(init_scale=SMALL_INIT_SCALE | 1.0)  blocks.init_conv_
     ragan           -> train_gan(ragan=...) -> gan_step          esrgan/losses/gan.py
     vgg_before_act  -> VGGFeatureExtractor(before_activation=...)  esrgan/archs/vgg.py
+    d_spectral_norm -> VGGStyleDiscriminator(spectral_norm=...)    esrgan/archs/discriminator.py
 
-A seventh switch is one more row here and its tensor op.
+A new switch is one row here, its default line in ``experiments/presets.base``, its line in
+``experiments/build.py`` and its tensor op (README's switch table follows, a test checks it).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ class Switch:
     name: str  # the config key
     paper: Any  # ESRGAN's value
     baseline: Any  # SRGAN's value (what the change replaces)
-    part: str  # 'generator', 'adversarial loss' or 'perceptual loss'
+    part: str  # 'generator', 'adversarial loss', 'perceptual loss' or 'discriminator'
     change: str  # the change ESRGAN makes, in words
     flipped_label: str  # the variant: ESRGAN with this switch at its baseline value
     paper_text: str  # what the paper's value means
@@ -43,13 +51,18 @@ class Switch:
     kind: type = bool  # the value's type: bool, or float for a numeric switch (beta)
     # compact-label tokens: (True, False) for a bool; (prefix, "") for a float ('b=0.2')
     tokens: tuple[str, str] = ("", "")
+    origin: str = "paper"  # 'paper' (ESRGAN's change) or 'extension' (not in the paper)
 
     def normalise(self, value: Any) -> Any:
         """``value`` as this switch's type (None stays None: a run that predates it)."""
         return None if value is None else self.kind(value)
 
     def token(self, value: Any) -> str:
-        """This switch's part of :func:`compact_label` ('?' when the value is missing)."""
+        """This switch's part of :func:`compact_label` ('?' when the value is missing; ''
+        for an extension at its paper value: a label names an extension only when it is on)."""
+        if self.origin == "extension" and value is not None and same_value(
+                self.name, value, self.paper):
+            return ""
         if self.kind is float:
             return f"{self.tokens[0]}={'?' if value is None else format(float(value), 'g')}"
         return "?" if value is None else self.tokens[0 if value else 1]
@@ -58,6 +71,11 @@ class Switch:
     def stage(self) -> int:
         """The first training stage the switch changes: 1 for the generator, else 2."""
         return 1 if self.part == "generator" else 2
+
+    @property
+    def flipped_values(self) -> dict[str, Any]:
+        """ESRGAN with this switch at its baseline value (the ``flipped_label`` variant)."""
+        return {**ESRGAN, self.name: self.baseline}
 
 
 SWITCH_TABLE: tuple[Switch, ...] = (
@@ -76,13 +94,20 @@ SWITCH_TABLE: tuple[Switch, ...] = (
     Switch("vgg_before_act", True, False, "perceptual loss", "VGG features before activation",
            "ESRGAN after-act VGG", "VGG19 conv5_4 before ReLU", "after ReLU (SRGAN)", "3.3",
            tokens=("before", "after")),
+    Switch("d_spectral_norm", False, True, "discriminator", "spectral normalisation in D",
+           "ESRGAN +SN D", "D as in the paper", "spectral norm on every conv and linear of D",
+           "(not in the paper: Miyato et al. 2018)", tokens=("SN-D", ""), origin="extension"),
 )
 SMALL_INIT_SCALE = 0.1  # small_init's number: MSRA init of the residual blocks x0.1 (3.1)
 
 SWITCHES: dict[str, Switch] = {s.name: s for s in SWITCH_TABLE}
 NAMES: tuple[str, ...] = tuple(SWITCHES)
+# The paper's own switches (its ablation designs flip these); the others are extensions.
+PAPER_SWITCHES: tuple[str, ...] = tuple(s.name for s in SWITCH_TABLE if s.origin == "paper")
 ESRGAN: dict[str, Any] = {s.name: s.paper for s in SWITCH_TABLE}
-SRGAN: dict[str, Any] = {s.name: s.baseline for s in SWITCH_TABLE}
+# SRGAN: the paper's switches at their baseline, an extension at its paper value (off)
+SRGAN: dict[str, Any] = {s.name: s.baseline if s.origin == "paper" else s.paper
+                         for s in SWITCH_TABLE}
 # Switches of the generator: they change the stage-1 (PSNR-oriented) model as well.
 GENERATOR_SWITCHES: tuple[str, ...] = tuple(s.name for s in SWITCH_TABLE if s.stage == 1)
 
@@ -123,8 +148,9 @@ def flipped(values: Mapping[str, Any]) -> list[str]:
 
 
 def compact_label(values: Mapping[str, Any]) -> str:
-    """A short, unique string of all six switches, e.g. 'ResBlock/BN/b=1/init1/GAN/after'."""
-    return "/".join(s.token(values.get(s.name)) for s in SWITCH_TABLE)
+    """A short, unique string of the switches, e.g. 'ResBlock/BN/b=1/init1/GAN/after' (an
+    extension only when it is on: '.../after/SN-D')."""
+    return "/".join(t for s in SWITCH_TABLE if (t := s.token(values.get(s.name))))
 
 
 def variant_label(values: Mapping[str, Any]) -> str:
@@ -140,6 +166,19 @@ def variant_label(values: Mapping[str, Any]) -> str:
         if matches(values, {**ESRGAN, switch.name: switch.baseline}):
             return switch.flipped_label
     return compact_label(values)
+
+
+def variant_switches(label: str) -> dict[str, Any]:
+    """The switches of a named variant (the inverse of :func:`variant_label` on the paper's
+    path and the one-switch flips); ValueError for any other name."""
+    for name, values in PAPER_PATH:
+        if name == label:
+            return dict(values)
+    for switch in SWITCH_TABLE:
+        if switch.flipped_label == label:
+            return switch.flipped_values
+    raise ValueError(f"unknown variant label {label!r}; known: {known_labels()}")
+
 
 
 def known_labels() -> list[str]:
