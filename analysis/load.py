@@ -127,7 +127,7 @@ def _departures(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[Depart
         except TypeError:  # not the mappings Departure.record writes
             pass
     try:
-        return tuple(departures(cfg))
+        return tuple(departures(complete(cfg)))
     except (KeyError, TypeError, ValueError):
         return tuple(_recorded_sentence(s) for s in meta.get("substitutes") or ())
 

@@ -157,3 +157,23 @@ def test_departures_name_the_trunk_in_use_and_no_gan_stage_for_a_psnr_cell() -> 
     full = presets.substitutes(config(precision2="bf16-losses"))
     (scale,) = [s for s in full if s.startswith("smaller scale")]
     assert "nb_resblock" not in scale and "steps2" in scale
+
+
+def test_spectral_norm_in_d_is_its_own_state_and_resumes_from_it() -> None:
+    """d_spectral_norm: every conv and linear of D normalised; the power iteration's vectors
+    are part of D's state, so a D restored from a checkpoint computes what the original
+    does."""
+    from esrgan.archs.discriminator import VGGStyleDiscriminator
+
+    torch.manual_seed(0)
+    d = VGGStyleDiscriminator(nf=8, patch_size=32, spectral_norm=True)
+    layers = [m for m in d.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    x = torch.rand(2, 3, 32, 32)
+    d(x), d(x)  # two training forwards move the power iteration on
+    restored = VGGStyleDiscriminator(nf=8, patch_size=32, spectral_norm=True)
+    restored.load_state_dict(d.state_dict())
+    assert torch.equal(restored(x), d(x))
+    plain = VGGStyleDiscriminator(nf=8, patch_size=32)
+    with pytest.raises(RuntimeError):  # a plain D's checkpoint is not an SN D's
+        restored.load_state_dict(plain.state_dict())

@@ -167,3 +167,40 @@ def test_gan_step_is_eq3_and_g_update_leaves_d_untouched(ragan: bool) -> None:
     assert all(torch.equal(v, d_before[k]) for k, v in seen["d_params"].items())
     assert any(not torch.equal(v, d.state_dict()[k]) for k, v in d_before.items()
                if "running" not in k)  # D's own update then trains it
+
+
+class _SteppedPerceptual(PerceptualLoss):
+    """A perceptual term that sees the step: it records each step it is told of."""
+
+    def __init__(self) -> None:
+        super().__init__(VGGFeatureExtractor("conv2_2", weights="random"), normalize=True)
+        self.steps: list[int] = []
+
+    def before_step(self, step: int) -> None:
+        self.steps.append(step)
+
+
+def test_a_perceptual_term_sees_each_step_also_after_a_resume(tmp_path) -> None:
+    torch.manual_seed(0)
+    g, d = build_generator(nf=8, nb=1, gc=4), VGGStyleDiscriminator(nf=8, patch_size=32)
+    ckpt = tmp_path / "checkpoint.pth"
+    first = _SteppedPerceptual()
+    train_gan(g, d, first, batches, StageSettings(steps=3, lr=1e-3, batch_size=2),
+              checkpoint=ckpt, progress=False)
+    assert first.steps == [0, 1, 2]
+    again = _SteppedPerceptual()  # the same stage, 5 steps: resumes at step 3
+    train_gan(g, d, again, batches, StageSettings(steps=5, lr=1e-3, batch_size=2),
+              checkpoint=ckpt, progress=False)
+    assert again.steps == [3, 4]
+
+
+def test_the_gan_stage_without_a_perceptual_term() -> None:
+    torch.manual_seed(0)
+    g, d = build_generator(nf=8, nb=1, gc=4), VGGStyleDiscriminator(nf=8, patch_size=32)
+    logged: list[tuple[str, float, int]] = []
+    out = train_gan(g, d, None, batches, StageSettings(steps=2, lr=1e-3, batch_size=2,
+                                                       log_every=1),
+                    log=lambda n, v, s: logged.append((n, v, s)), progress=False)
+    assert out.steps == 2
+    assert {v for n, v, _ in logged if n == "stage2_l_percep"} == {0.0}
+    assert all(torch.isfinite(torch.tensor(v)) for _, v, _ in logged)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from esrgan.paper.setting import PAPER_DATA, PAPER_SETTING, SCALE_KEYS
+from esrgan.paper.switches import SWITCH_TABLE, same_value
 
 __all__ = ["Departure", "departures"]
 
@@ -47,7 +48,8 @@ class Departure:
 def departures(cfg: Mapping[str, Any]) -> list[Departure]:
     """What a run of ``cfg`` does differently from the paper's setting, in a fixed order.
 
-    KeyError when ``cfg`` lacks a key this needs (a config older than that key).
+    KeyError when ``cfg`` lacks a key this needs: a stored config is read through
+    ``experiments.keys.complete`` first (a key added later at the value the run computed with).
     """
     out = []
     if cfg["train_hr"] is None:
@@ -68,7 +70,7 @@ def departures(cfg: Mapping[str, Any]) -> list[Departure]:
         ours = f"perceptual features from {cfg['vgg_layer']}"
         paper = str(PAPER_SETTING["vgg_layer"])
         out.append(Departure("vgg_layer", ours, paper, "", ours, f"{ours} instead of {paper}"))
-    if cfg.get("vgg_pool", "max") != "max":  # an older run's config has no vgg_pool
+    if cfg["vgg_pool"] != "max":
         ours = "VGG19 with 2x2 average pooling"
         paper, why = "its max pooling", "smoother feature gradients for the generator"
         out.append(Departure("vgg_pool", ours, paper, why, ours,
@@ -97,12 +99,18 @@ def departures(cfg: Mapping[str, Any]) -> list[Departure]:
     precision = _precision(cfg, gan_stage)
     if precision is not None:
         out.append(precision)
-    if cfg.get("accum", 1) > 1 and gan_stage:  # an older run's config has no accum
+    if cfg["accum"] > 1 and gan_stage:
         ours = (f"stage 2 accumulates {cfg['accum']} micro-batches of "
                 f"{cfg['batch'] // cfg['accum']} per step")
         why = ("D's BatchNorm and RaGAN's batch means are taken over each micro-batch, "
                "not the batch")
         out.append(Departure("accum", ours, "", why, ours, f"{ours}: {why}"))
+    for switch in SWITCH_TABLE:  # a switch the paper does not have, on
+        if switch.origin == "extension" and not same_value(switch.name, cfg[switch.name],
+                                                           switch.paper):
+            why = f"not in the paper; {switch.section}"
+            out.append(Departure(switch.name, switch.baseline_text, switch.paper_text, why,
+                                 switch.change, f"{switch.baseline_text} ({why})"))
     return out
 
 

@@ -47,7 +47,7 @@ class Switch:
     flipped_label: str  # the variant: ESRGAN with this switch at its baseline value
     paper_text: str  # what the paper's value means
     baseline_text: str  # what the baseline value means
-    section: str  # where the paper introduces it
+    section: str  # where the paper introduces it (an extension: where it comes from)
     kind: type = bool  # the value's type: bool, or float for a numeric switch (beta)
     # compact-label tokens: (True, False) for a bool; (prefix, "") for a float ('b=0.2')
     tokens: tuple[str, str] = ("", "")
@@ -96,7 +96,7 @@ SWITCH_TABLE: tuple[Switch, ...] = (
            tokens=("before", "after")),
     Switch("d_spectral_norm", False, True, "discriminator", "spectral normalisation in D",
            "ESRGAN +SN D", "D as in the paper", "spectral norm on every conv and linear of D",
-           "(not in the paper: Miyato et al. 2018)", tokens=("SN-D", ""), origin="extension"),
+           "Miyato et al. 2018", tokens=("SN-D", ""), origin="extension"),
 )
 SMALL_INIT_SCALE = 0.1  # small_init's number: MSRA init of the residual blocks x0.1 (3.1)
 
