@@ -37,7 +37,7 @@ from esrgan.evaluation import BICUBIC, GAN_MODEL, PSNR_MODEL
 from esrgan.paper.claims import DEEP_VARIANTS
 from esrgan.paper.departures import Departure
 from experiments.store import redact
-from experiments.store.plan import Plan
+from experiments.store.plan import Extension, Plan
 from experiments.store.plan import read_plan as read_store_plan
 
 FIGURE_TEXT: dict[str, str] = {
@@ -203,12 +203,19 @@ def seeds_markdown(plan: Plan | None, runs: pd.DataFrame) -> list[str]:
     if plan is None:
         return [f"The seeds were fixed before the runs ({_join(seeds)}): the ledger looked at "
                 "the data once, and its error rate is not split over looks."]
-    md = [f"Sequential budget: every cell ran {plan.first_seeds} seeds first; the ledger "
-          f"then looked at the validation set and gave extra seeds (up to {plan.cap} per "
-          "cell) to the claims that a few more seeds could decide. The error rate is split "
-          f"over {plan.looks} looks, which the ledger's levels include.", ""]
+    cheap = sorted({n for n in plan.first_by_claim.values() if n != plan.first_seeds})
+    first = (f"every cell ran {plan.first_seeds} seeds first" if not cheap else
+             f"the cells of the claims that read a GAN model ran {plan.first_seeds} seeds "
+             f"first, those of the claims that read only stage-1 models "
+             f"({', '.join(sorted(plan.first_by_claim))}) {_join(cheap)}: their cells train "
+             "no GAN stage, so seeds cost a fraction of a full cell")
+    md = [f"Sequential budget: {first}; the ledger then looked at the validation set and gave "
+          f"extra seeds (up to {plan.cap} per cell) to the claims that a few more seeds could "
+          "decide, each training only what the claim reads (a stage-1 cell where it reads "
+          f"PSNR-oriented models only). The error rate is split over {plan.looks} looks, "
+          "which the ledger's levels include.", ""]
     if plan.extensions:
-        md += [f"- {e.claim}: to {e.target} seeds (reached {e.reached}). Why: {e.why}."
+        md += [f"- {e.claim}: {_extension_progress(plan, e)}. Why: {e.why}."
                for e in plan.extensions]
     else:
         md.append("- No claim got extra seeds.")
@@ -217,6 +224,18 @@ def seeds_markdown(plan: Plan | None, runs: pd.DataFrame) -> list[str]:
                f"{plan.first_min:.0f} min, the extra seeds {plan.spent_min:.0f} min."
            + (f" Stopped: {plan.stopped}." if plan.stopped else "")]
     return md
+
+
+def _extension_progress(plan: Plan, ext: Extension) -> str:
+    """'planned 7 seeds, ran 5 (seeds 0-4; the budget ended before seed 5)': what one
+    extension reached, and why it stopped there."""
+    ran = max(ext.reached, plan.first_of(ext.claim))
+    text = f"planned {ext.target} seeds, ran {ran} (seeds 0-{ran - 1}"
+    if ran >= ext.target:
+        return text + ": its target)"
+    if plan.stopped.startswith("the budget"):
+        return text + f"; the budget ended before seed {ran})"
+    return text + (f"; {plan.stopped})" if plan.stopped else ")")
 
 
 # ------------------------------------------------------------------------------------------

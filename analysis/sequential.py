@@ -23,32 +23,34 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 from analysis import claims as verdicts
-from esrgan.paper.claims import Claim
+from esrgan.paper.claims import CLAIMS, Claim
 from experiments.store.plan import LOOKS, Extension
 
 PLAN_SET = "val"  # the set the plan looks at (the test photos decide once, at the end)
 
 
-def claim_targets(results: Sequence[verdicts.ClaimResult], first_seeds: int, cap: int
-                  ) -> tuple[list[Extension], list[str]]:
+def claim_targets(results: Sequence[verdicts.ClaimResult], first_seeds: int | Mapping[str, int],
+                  cap: int) -> tuple[list[Extension], list[str]]:
     """The claims to extend and their seed targets, from look 1's results on one set.
 
     A claim is extended when its verdict is inconclusive and every one of its undecided
     deciding effects reaches a decision (a sign or equivalence, 80% power at its observed mean
     and sd) at look 2's level within ``cap`` seeds; the target is the largest of those.
+    ``first_seeds``: the seeds every claim had at look 1, or per claim id.
     Returns the extensions and, for the undecided claims left alone, why.
     """
     extensions, left = [], []
     for result in results:
         if result.verdict != verdicts.INCONCLUSIVE:
             continue
+        first = first_seeds if isinstance(first_seeds, int) else first_seeds[result.claim.id]
         level = verdicts.family_confidence(result.family, LOOKS)
         needs = []
         for e in result.effects:
@@ -66,10 +68,10 @@ def claim_targets(results: Sequence[verdicts.ClaimResult], first_seeds: int, cap
             shown = "more than 10,000" if not math.isfinite(target) else f"about {int(target)}"
             left.append(f"{claim}: a decision on {name} would need {shown} seeds "
                         f"(cap {cap})")
-        elif target > first_seeds:
+        elif target > first:
             extensions.append(Extension(
                 claim, int(target),
-                f"inconclusive after {first_seeds} seeds; {name} reaches a decision with 80% "
+                f"inconclusive after {first} seeds; {name} reaches a decision with 80% "
                 f"power at about {int(target)} seeds (observed mean and spread, look-2 level)"))
     return extensions, left
 
@@ -99,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=["plan", "status"])
     parser.add_argument("--store", required=True, help="the file store of the runs")
     parser.add_argument("--first-seeds", type=int, default=0)
+    parser.add_argument("--cheap-seeds", type=int, default=0,
+                        help="first seeds of the claims that read only stage-1 models "
+                             "(default: --first-seeds)")
     parser.add_argument("--cap", type=int, default=0)
     parser.add_argument("--claims", nargs="*", default=[], help="status: these claims")
     parser.add_argument("--preset", required=True, help="the preset of the runs to read")
@@ -109,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = load.load_runs(args.store, preset=args.preset)
     interp = load.load_interpolation(args.store, preset=args.preset)
     if runs.empty:
-        print(json.dumps({"extensions": [], "left": []}))
+        print(json.dumps({"extensions": [], "left": [], "first_by_claim": {}}))
         return 0
     results = ledger.decide_all(runs, interp, [PLAN_SET], looks=LOOKS)[PLAN_SET]
     if args.action == "status":
@@ -119,8 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   for e in result.effects if e.effect.decides)
                 print(f"{result.claim.id} on {PLAN_SET} now: {result.verdict} ({shown})")
         return 0
-    extensions, left = claim_targets(results, args.first_seeds, args.cap)
-    print(json.dumps({"extensions": [asdict(e) for e in extensions], "left": left}))
+    cheap = max(args.cheap_seeds, args.first_seeds)
+    first = {c.id: args.first_seeds if c.reads_gan_stage else cheap for c in CLAIMS}
+    extensions, left = claim_targets(results, first, args.cap)
+    print(json.dumps({"extensions": [asdict(e) for e in extensions], "left": left,
+                      "first_by_claim": {k: v for k, v in first.items()
+                                         if v != args.first_seeds}}))
     return 0
 
 

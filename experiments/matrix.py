@@ -430,12 +430,69 @@ def cell_variant(cell: Cell) -> tuple[str, str | None]:
 
 
 def claim_cells(cells: list[Cell], claims: Iterable[str]) -> list[Cell]:
-    """The cells (and interpolation sweeps) the effects of ``claims`` are measured on."""
+    """The cells (and interpolation sweeps) the effects of ``claims`` are measured on, each
+    training only what those effects read: a variant whose GAN model none of them reads gets
+    a stage-1 cell (its PSNR-oriented model, from the stage-1 cache that a full cell of the
+    same seed shares)."""
     effects = [e for c in claims for e in BY_ID[c].effects]
     wanted = {(side.variant, e.study) for e in effects for side in (e.a, e.b)}
-    chosen = [c for c in cells if c.kind == "cell" and cell_variant(c) in wanted]
+    gan_read = {(side.variant, e.study) for e in effects for side in (e.a, e.b)
+                if side.model == GAN_MODEL or e.kind == "interpolation"}
+    chosen = []
+    for cell in cells:
+        if cell.kind != "cell" or cell_variant(cell) not in wanted:
+            continue
+        if cell_variant(cell) not in gan_read and int(cell.config["steps2"]) > 0:
+            cell = Cell(cell.switches, cell.seed, cell.preset, {**cell.extra, **STAGE1_ONLY})
+        chosen.append(cell)
     sweep = any(e.kind == "interpolation" for e in effects)
     return chosen + (interpolation_cells(chosen) if sweep else [])
+
+
+def stage1_claims() -> list[str]:
+    """The claims that read only stage-1 models (PSNR-oriented and bicubic): cheap to seed."""
+    return [c.id for c in CLAIMS if not c.reads_gan_stage]
+
+
+def first_cells(design: str, preset: str, seeds: int, cheap_seeds: int,
+                extra: Mapping[str, Any]) -> list[Cell]:
+    """The first seeds of a design: every cell at ``seeds`` seeds and, for a design the
+    claims name, the cells of the claims that read only stage-1 models up to
+    ``cheap_seeds`` (stage-1 cells: no GAN stage, a fraction of a full cell's time)."""
+    cells = make_cells(design, preset, range(seeds), extra)
+    if design in SEQUENTIAL_DESIGNS:
+        for seed in range(seeds, cheap_seeds):
+            cells += claim_cells(make_cells(design, preset, [seed], extra), stage1_claims())
+    return cells
+
+
+def cell_kind(cfg: Mapping[str, Any], switches: Mapping[str, Any], trains_stage1: bool
+              ) -> tuple[str, str, bool, bool]:
+    """What a cell's wall time depends on: its variant, study, whether it has a GAN stage and
+    whether it trains its stage-1 model (or finds it in the cache)."""
+    study = str(cfg.get("study") or "ablation")
+    label = deep_label(dict(switches)) if study == DEEP_STUDY else variant_label(switches)
+    return label, study, int(cfg["steps2"]) > 0, trains_stage1
+
+
+def measured_seconds(runs_dir: str | Path, preset: str
+                     ) -> dict[tuple[str, str, bool, bool], float]:
+    """The median wall seconds of the store's completed cells, by :func:`cell_kind`."""
+    from statistics import median
+
+    from experiments.keys import complete
+
+    seen: dict[tuple[str, str, bool, bool], list[float]] = {}
+    for record in FileStore(runs_dir).runs(("COMPLETED",)):
+        took = (record.result or {}).get("seconds", {}) if isinstance(record.result, dict) \
+            else {}
+        if record.preset != preset or record.kind != "cell" or "total" not in took:
+            continue
+        cfg = complete(record.config)
+        kind = cell_kind(cfg, {n: cfg.get(n) for n in ESRGAN},
+                         not record.meta.get("stage1_reused"))
+        seen.setdefault(kind, []).append(float(took["total"]))
+    return {kind: median(values) for kind, values in seen.items()}
 
 
 def seconds_per_cost(runs_dir: str | Path, preset: str) -> float:
@@ -452,18 +509,20 @@ def seconds_per_cost(runs_dir: str | Path, preset: str) -> float:
 
 
 def plan_seeds(runs_dir: str | Path, preset: str, first_seeds: int, cap: int,
-               budget_min: float, first_min: float) -> Plan:
+               budget_min: float, first_min: float, cheap_seeds: int = 0) -> Plan:
     """Look 1: ``python -m analysis.sequential plan`` on the store (experiments never import
     the analysis), as a :class:`Plan`."""
     cmd = [sys.executable, "-m", "analysis.sequential", "plan", "--store", str(runs_dir),
-           "--preset", preset, "--first-seeds", str(first_seeds), "--cap", str(cap)]
+           "--preset", preset, "--first-seeds", str(first_seeds), "--cap", str(cap),
+           "--cheap-seeds", str(cheap_seeds)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"planning the added seeds failed: {last}")
     data = json.loads(out.stdout)
     return Plan(LOOKS, first_seeds, cap, budget_min,
-                [Extension(**e) for e in data["extensions"]], data["left"], first_min=first_min)
+                [Extension(**e) for e in data["extensions"]], data["left"], first_min=first_min,
+                first_by_claim=dict(data.get("first_by_claim") or {}))
 
 
 def print_status(runs_dir: str | Path, preset: str, claims: Iterable[str]) -> None:
@@ -483,7 +542,7 @@ def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | P
     if plan is None:
         first = presets.MATRIX_SEEDS[preset]
         plan = plan_seeds(runs_dir, preset, first, presets.MAX_SEEDS[preset], budget_min,
-                          first_min)
+                          first_min, presets.CHEAP_SEEDS[preset])
         write_plan(runs_dir, plan)
     plan.budget_min = budget_min
     for ext in plan.extensions:
@@ -491,11 +550,13 @@ def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | P
     for line in plan.left:
         print(f"no extra seeds: {line}")
     rate = seconds_per_cost(runs_dir, preset)
+    measured = measured_seconds(runs_dir, preset)
     failed: list[Cell] = []
     counts: Counter = Counter()
     plan.stopped = "no claim was both undecided and within the seed cap after the first seeds"
-    for seed in range(plan.first_seeds, plan.cap):
-        active = [e for e in plan.extensions if e.target > seed]
+    start = min([plan.first_seeds, *(plan.first_of(e.claim) for e in plan.extensions)])
+    for seed in range(start, plan.cap):
+        active = [e for e in plan.extensions if plan.first_of(e.claim) <= seed < e.target]
         if not active:
             if plan.extensions:
                 plan.stopped = "every extended claim reached its target"
@@ -506,10 +567,10 @@ def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | P
         # cheapest claims first, as many as the budget holds
         chosen: list[str] = []
         for ext in sorted(active, key=lambda e: _round_seconds(
-                claim_cells(cells, [e.claim]), done, rate, jobs)):
+                claim_cells(cells, [e.claim]), done, rate, jobs, measured)):
             trial = claim_cells(cells, [*chosen, ext.claim])
             left = budget_min - plan.first_min - plan.spent_min
-            if _round_seconds(trial, done, rate, jobs) / 60 <= left:
+            if _round_seconds(trial, done, rate, jobs, measured) / 60 <= left:
                 chosen.append(ext.claim)
         if not chosen:
             plan.stopped = (f"the budget ({budget_min:g} min) was spent before seed {seed} "
@@ -541,19 +602,30 @@ def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | P
 
 
 def _round_seconds(cells: list[Cell], done: set[tuple[str, str]], rate: float,
-                   jobs: int) -> float:
+                   jobs: int, measured: Mapping[tuple[str, str, bool, bool], float] | None = None
+                   ) -> float:
     """Expected wall seconds of the cells not yet done (their stage-1 models counted once):
-    ``jobs`` share the work, but no round is shorter than its longest cell."""
+    each cell's, the median wall time of the store's completed cells of its kind
+    (:func:`cell_kind`), else its expected cost at the store's measured rate; ``jobs`` share
+    the work, but no round is shorter than its longest cell."""
     owners: set[str] = set()
-    costs = []
+    seconds = []
     for cell in cells:
         key = identity.stage1_key(cell.config)
-        if not is_done(cell, done):
-            costs.append(expected_cost(cell, key not in owners))
+        trains = key not in owners
         owners.add(key)
-    if not costs or not math.isfinite(rate):
-        return 0.0  # nothing to run, or nothing measured yet: run the round
-    return rate * max(sum(costs) / min(jobs, len(costs)), max(costs))
+        if is_done(cell, done):
+            continue
+        kind = cell_kind(cell.config, cell.switches, trains) if cell.kind == "cell" else None
+        if measured and kind in measured:
+            seconds.append(measured[kind])
+        elif math.isfinite(rate):
+            seconds.append(rate * expected_cost(cell, trains))
+        else:
+            return 0.0  # nothing measured yet: run the round
+    if not seconds:
+        return 0.0
+    return max(sum(seconds) / min(jobs, len(seconds)), max(seconds))
 
 
 class Terminated(KeyboardInterrupt):
@@ -616,9 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stores, _ = from_argv(flags)
         seeds = args.seeds if args.seeds is not None else presets.MATRIX_SEEDS[args.preset]
+        cheap = seeds if args.seeds is not None else presets.CHEAP_SEEDS[args.preset]
         extra = dict(parse_override(o) for o in args.overrides)
         notice = vgg_fallback(args.preset, extra)
-        cells = make_cells(args.design, args.preset, range(seeds), extra)
+        cells = first_cells(args.design, args.preset, seeds, cheap, extra)
         cells += interpolation_cells(cells)
         skipped = [why for spec in DESIGNS[args.design](args.preset)
                    if (why := left_out(spec, args.preset, extra))]
@@ -647,7 +720,10 @@ def main(argv: list[str] | None = None) -> int:
     for why in skipped:
         print(f"NOTE: {why}")
     sweeps = sum(c.kind == "interpolation" for c in cells)
-    print(f"matrix {args.design} / preset {args.preset} / seeds {seeds}: {len(cells)} runs "
+    seeds_text = f"{seeds}" + (f" ({cheap} for the claims that read only PSNR-oriented "
+                               "models)" if cheap > seeds and args.design in SEQUENTIAL_DESIGNS
+                               else "")
+    print(f"matrix {args.design} / preset {args.preset} / seeds {seeds_text}: {len(cells)} runs "
           f"({len(cells) - sweeps} training, {sweeps} interpolation sweeps), "
           f"{len(cells) - len(todo)} already in the store, {len(todo)} to run")
     t0 = time.perf_counter()

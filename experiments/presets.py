@@ -211,6 +211,10 @@ DEEP: dict[str, dict[str, Any]] = {
 }
 # replicates per cell in `experiments/matrix.py` (and so `make ablation`) unless --seeds is given
 MATRIX_SEEDS = {"tiny": 2, "cpu": 3, "paper": 1}
+# first seeds of the claims that read only stage-1 models (C1, C2, C3, C8): their cells train
+# no GAN stage (a stage-1-only or deep cell costs a fraction of a full one), so the first look
+# already has power where power is cheap
+CHEAP_SEEDS = {"tiny": 2, "cpu": 5, "paper": 1}
 # the most seeds the sequential budget of `make ablation` gives a cell (BUDGET=minutes)
 MAX_SEEDS = {"tiny": 2, "cpu": 8, "paper": 3}  # tiny: a smoke run, no extra seeds
 

@@ -26,8 +26,8 @@ MC = 2 * math.sqrt(0.05 * 0.95 / REPS)  # two Monte-Carlo standard errors at 5%
 def synthetic_claims(m: int) -> list[Claim]:
     """m claims of one deciding effect each (value(a) - value(b) predicted > 0)."""
     return [Claim(f"S{i}", f"synthetic {i}", "", "", (), "psnr_model", "psnr", "", "default",
-                  (Effect(f"effect {i}", Side("A", "psnr_model"), Side("B", "psnr_model"),
-                          "psnr", +1, delta=DELTA),))
+                  (Effect(f"effect {i}", Side("ESRGAN", "psnr_model"),
+                          Side("ESRGAN +BN", "psnr_model"), "psnr", +1, delta=DELTA),))
             for i in range(m)]
 
 

@@ -229,7 +229,8 @@ def test_the_ledger_states_levels_deltas_chance_and_its_evidence(page: dict[str,
             "### How the seeds were chosen")
     seeds = ledger_part.split("### How the seeds were chosen", 1)[1]
     assert "every cell ran 3 seeds first" in seeds and "up to 8 per cell" in seeds
-    assert f"- C1: to 5 seeds (reached 5). Why: {EXTENSION.why}." in seeds
+    assert f"- C1: planned 5 seeds, ran 5 (seeds 0-4: its target). Why: {EXTENSION.why}." \
+        in seeds
     assert f"- Left undecided: {LEFT}." in seeds
     assert "the first seeds took 0 min, the extra seeds 12 min. Stopped: every extension " \
         "reached its target." in seeds

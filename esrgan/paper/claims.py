@@ -127,6 +127,13 @@ class Claim:
     qualitative: str = ""  # what the paper also claims that only a picture shows
     needs: Regime = field(default_factory=Regime)  # minimum regime, for the verdict
 
+    @property
+    def reads_gan_stage(self) -> bool:
+        """Whether any effect reads a GAN model (or an interpolation sweep, which runs from
+        one): else the claim reads only what stage 1 trains, and stage-1 cells serve it."""
+        return any(e.kind == "interpolation" or GAN_MODEL in (e.a.model, e.b.model)
+                   for e in self.effects)
+
 
 # Smallest effects of interest, each with its reason (an interval inside +-delta: "no effect")
 PSNR_DELTA = 0.1

@@ -41,6 +41,13 @@ class Plan:
     first_min: float = 0.0  # wall time of the first seeds (when this process ran them)
     spent_min: float = 0.0  # wall time of the added rounds so far
     stopped: str = ""  # why the rounds ended
+    # first seeds of a claim when not ``first_seeds`` (the claims that read only stage-1
+    # models start at more seeds: their cells are cheap)
+    first_by_claim: dict[str, int] = field(default_factory=dict)
+
+    def first_of(self, claim: str) -> int:
+        """The seeds a claim had at the first look."""
+        return self.first_by_claim.get(claim, self.first_seeds)
 
 
 def plan_path(store: str | Path) -> Path:
