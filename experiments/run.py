@@ -280,15 +280,27 @@ def interpolation_sweep(cfg: Mapping[str, Any], sink: Sink) -> dict[str, Any]:
     generator.load_state_dict(theta_gan)
     sr_gan = {name: super_resolve(generator, pairs, device) for name, pairs in sets.items()}
     curves: dict[str, dict[str, list]] = {name: {"network": [], "image": []} for name in sets}
+    # At alpha 0 and 1 both methods give the two models' own images (interpolate_state and
+    # the blend return an end exactly): each end is scored once.
+    ends: dict[tuple[str, float], dict[str, float]] = {}
     for alpha in tqdm(list(cfg["interp_alphas"]), desc="interpolation",
                       disable=not cfg["progress"]):
         alpha = float(alpha)
-        generator.load_state_dict(interpolate_state(theta_psnr, theta_gan, alpha))
+        inner = 0.0 < alpha < 1.0
+        if inner:
+            generator.load_state_dict(interpolate_state(theta_psnr, theta_gan, alpha))
         for name, pairs in sets.items():
-            net = score(super_resolve(generator, pairs, device), pairs, metric_names, scale)
-            blend = [(1 - alpha) * a + alpha * b
-                     for a, b in zip(sr_psnr[name], sr_gan[name], strict=True)]
-            img = score(blend, pairs, metric_names, scale)
+            if inner:
+                net = score(super_resolve(generator, pairs, device), pairs, metric_names,
+                            scale)
+                blend = [(1 - alpha) * a + alpha * b
+                         for a, b in zip(sr_psnr[name], sr_gan[name], strict=True)]
+                img = score(blend, pairs, metric_names, scale)
+            else:
+                if (name, alpha) not in ends:
+                    images = sr_psnr[name] if alpha == 0.0 else sr_gan[name]
+                    ends[name, alpha] = score(images, pairs, metric_names, scale)
+                net = img = ends[name, alpha]
             curves[name]["network"].append({"alpha": alpha, **net})
             curves[name]["image"].append({"alpha": alpha, **img})
             if name == "val":

@@ -567,6 +567,26 @@ def test_artifact_index_sees_a_grid_and_not_blur_noise_or_detail() -> None:
     assert not METRICS["artifacts"].higher_is_better
 
 
+def test_peak_bins_are_exactly_the_full_median_filters() -> None:
+    """The bounded search finds the bins a full 15x15 wrap-around median filter finds."""
+    from scipy.ndimage import median_filter
+
+    from esrgan.metrics.artifacts import NEIGHBOURHOOD, PEAK_FACTOR, peak_bins
+
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        h, w = rng.integers(40, 120, size=2)
+        power = rng.exponential(size=(h, w)) ** (1 + trial % 3)
+        power[rng.integers(0, h, 12), rng.integers(0, w, 12)] *= 60  # planted peaks
+        if trial == 5:  # ties: a quantised spectrum
+            power = np.round(power, 1)
+        where = rng.random((h, w)) < 0.8
+        full = where & (power > PEAK_FACTOR * median_filter(power, size=NEIGHBOURHOOD,
+                                                            mode="wrap"))
+        fast = peak_bins(power, where)
+        assert full.any() and np.array_equal(fast, full), trial
+
+
 def test_artifact_index_refuses_a_too_small_image() -> None:
     from esrgan.metrics import artifact_index
 

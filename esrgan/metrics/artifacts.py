@@ -24,10 +24,10 @@ from esrgan.data.imresize import imresize
 from esrgan.metrics.color import rgb2y
 
 PEAK_FACTOR = 15.0  # a bin is a peak above 15x the median power of its neighbourhood
-NEIGHBOURHOOD = 15  # side of the square of bins whose median is a bin's background
+NEIGHBOURHOOD = 15  # side of the square of bins whose median is a bin's background (3 x odd)
 LONGEST_PERIOD = 32  # periods longer than this many pixels are the error's smooth part
 
-__all__ = ["artifact_index"]
+__all__ = ["artifact_index", "peak_bins"]
 
 
 def artifact_index(sr: np.ndarray, hr: np.ndarray, crop_border: int,
@@ -61,7 +61,38 @@ def artifact_index(sr: np.ndarray, hr: np.ndarray, crop_border: int,
     total = power[fine].sum()
     if total <= 1e-12 * added.size:  # nothing beyond the smooth reference (bicubic)
         return 0.0
-    # the spectrum is periodic: its neighbourhoods wrap around
-    background = median_filter(power, size=NEIGHBOURHOOD, mode="wrap")
-    peaks = fine & (power > PEAK_FACTOR * background)
+    peaks = peak_bins(power, fine)
     return float(power[peaks].sum() / total)
+
+
+def peak_bins(power: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """The bins of ``where`` whose power stands above ``PEAK_FACTOR`` times the median of the
+    ``NEIGHBOURHOOD`` x ``NEIGHBOURHOOD`` bins around them (the spectrum is periodic: the
+    neighbourhoods wrap around).
+
+    Exactly what a full median filter gives, at a fraction of its cost: the 15x15 window is
+    nine 5x5 blocks, and every block holds at least 13 values at or above its own median, so
+    at least 117 of the 225 values (more than half) are at or above the smallest of the nine
+    block medians: that minimum is a lower bound of the window's median. A bin not above
+    ``PEAK_FACTOR`` times the bound is no peak; the exact median is taken only for the few
+    bins that are.
+    """
+    k = NEIGHBOURHOOD
+    b, r = k // 3, k // 2
+    blocks = median_filter(power, size=b, mode="wrap")
+    bound = blocks
+    for dy in (-b, 0, b):
+        for dx in (-b, 0, b):
+            if dy or dx:
+                bound = np.minimum(bound, np.roll(blocks, (dy, dx), axis=(0, 1)))
+    ys, xs = np.nonzero(where & (power > PEAK_FACTOR * bound))
+    peaks = np.zeros(power.shape, dtype=bool)
+    if ys.size:
+        h, w = power.shape
+        offsets = np.arange(-r, r + 1)
+        rows = (ys[:, None] + offsets) % h
+        cols = (xs[:, None] + offsets) % w
+        windows = power[rows[:, :, None], cols[:, None, :]].reshape(ys.size, -1)
+        median = np.partition(windows, k * k // 2, axis=1)[:, k * k // 2]
+        peaks[ys, xs] = power[ys, xs] > PEAK_FACTOR * median
+    return peaks
