@@ -598,6 +598,50 @@ def test_a_lying_arch_is_refused_before_anything_is_built(tmp_path: Path, suffix
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def _ten_thousand_blocks(path: Path) -> None:
+    """A few MB whose keys name 10,000 RRDBs of nf 256, gc 128: about 460 GB if built."""
+    bias = torch.zeros(128)  # one storage, saved once however many keys share it
+    state = {"conv_first.weight": torch.zeros(256, 3, 3, 3),
+             "conv_last.weight": torch.zeros(3, 256, 3, 3),
+             "body.0.rdb1.conv1.weight": torch.zeros(128, 256, 3, 3)}
+    state.update({f"body.{i}.rdb1.conv1.bias": bias for i in range(10_000)})
+    torch.save({"params": state, "step": 1}, path)
+
+
+@pytest.mark.parametrize("command", ["upscale", "benchmark", "export", "retest"])
+def test_weights_naming_10000_blocks_are_refused_before_anything_is_built(
+        tmp_path: Path, command: str) -> None:
+    import numpy as np
+
+    from esrgan.data import write_image
+
+    weights = tmp_path / "huge.pth"
+    _ten_thousand_blocks(weights)
+    (tmp_path / "hr").mkdir()
+    write_image(tmp_path / "hr" / "a.png", np.full((32, 32, 3), 0.5, dtype=np.float32))
+    out = tmp_path / "out"
+    args = {
+        "upscale": ["--weights", str(weights), "--input", str(tmp_path / "hr" / "a.png"),
+                    "--output", str(out)],
+        "benchmark": ["--weights", str(weights), "--set", f"S={tmp_path / 'hr'}",
+                      "--metrics", "none", "--out", str(out)],
+        "export": [str(weights), "--onnx", str(out / "g.onnx")],
+        "retest": [str(weights), "--set", f"S={tmp_path / 'hr'}", "--metrics", "none",
+                   "--out", str(out)],
+    }[command]
+    done = subprocess.run([sys.executable, "-m", f"esrgan.{command}", *args],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)},
+                          preexec_fn=_limit_memory)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {weights}: "), done.stderr
+    assert "10000 trunk blocks" in last and "parameters" in last, done.stderr
+    assert "allocate" not in done.stderr, done.stderr
+    assert not any(out.rglob("*.png")) and not any(out.rglob("*.onnx"))
+
+
 # ------------------------------------------------------------------------------------------
 # the design card's command on a machine without the ImageNet VGG19 file
 
