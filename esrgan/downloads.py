@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import re
 import sys
@@ -59,6 +60,7 @@ __all__ = [
     "WeightFile",
     "cache_dir",
     "cache_path",
+    "check_timeout",
     "fetch",
     "file_status",
     "main",
@@ -70,6 +72,7 @@ IQA_WEIGHTS_ENV = "ESRGAN_IQA_WEIGHTS"
 MIRROR_ENV = "ESRGAN_WEIGHTS_URL"
 VERIFY_ENV = "ESRGAN_WEIGHTS_VERIFY"
 DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 86_400.0  # a day: longer is no time-out (and past about 9e9 s sockets refuse it)
 
 _TORCHVISION = "https://download.pytorch.org/models/"
 _PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
@@ -224,6 +227,16 @@ def file_status(name: str) -> str:
 # ------------------------------------------------------------------------------- fetching
 
 
+def check_timeout(timeout: float, name: str = "timeout") -> float:
+    """``timeout`` if a socket can wait that many seconds (> 0, at most :data:`MAX_TIMEOUT`);
+    else ValueError, one line naming the option ``name``."""
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout)
+            and 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(f"{name} must be a number of seconds > 0 and at most "
+                         f"{MAX_TIMEOUT:g} (a day), got {timeout:g}")
+    return float(timeout)
+
+
 def _url(entry: WeightFile, base_url: str | None) -> str:
     return f"{base_url.rstrip('/')}/{entry.name}" if base_url else entry.url
 
@@ -366,8 +379,10 @@ def fetch(entries: Sequence[WeightFile], *, base_url: str | None = None,
 
     ``folders`` maps a cache ("torch", "iqa") to a folder (default :func:`cache_dir`).
     After the first network failure (offline, silent server) nothing more is tried: each file
-    still missing gets one line saying what it is, where to put it and its hash.
+    still missing gets one line saying what it is, where to put it and its hash. A
+    ``timeout`` that is not a number of seconds a socket can wait is a ValueError.
     """
+    check_timeout(timeout)
     errors: list[str] = []
     offline: str | None = None
     for entry in entries:
@@ -437,8 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         entries = _select(args.groups)
-        if args.timeout <= 0:
-            raise ValueError(f"--timeout must be positive, got {args.timeout:g}")
+        check_timeout(args.timeout, "--timeout")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -243,6 +243,18 @@ def test_a_part_longer_than_a_file_without_hash_is_not_installed(tmp_path, mirro
     assert not part.exists()
 
 
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "0", "-1", "1e10"])
+def test_a_timeout_that_is_no_number_of_seconds_is_one_error_line(tmp_path, timeout):
+    with socket.socket() as s:  # nobody listens: nothing may be fetched anyway
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _run_cli(["fetch", "nrqm", f"--timeout={timeout}", "--base-url",
+                     f"http://127.0.0.1:{port}", "--no-progress"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --timeout must be ") and f"{float(timeout):g}" in line, line
+
+
 def _run_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"),
            "ESRGAN_IQA_WEIGHTS": str(tmp_path / "iqa"), "PYTHONPATH": str(REPO_ROOT)}
