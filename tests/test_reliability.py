@@ -264,6 +264,56 @@ def test_sigterm_is_handled_as_ctrl_c_and_the_same_command_resumes(tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------
+# an unwritable live view: one warning, the run goes on
+
+
+FULL_AT_START = textwrap.dedent('''
+    import subprocess, sys
+    disk, command = sys.argv[1], sys.argv[2:]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk], check=True)
+    with open(f"{disk}/filler", "wb", buffering=0) as f:  # full to the last byte
+        for chunk in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    f.write(bytes(chunk))
+            except OSError:
+                pass
+    sys.exit(subprocess.run(command).returncode)
+''')
+
+
+def test_an_unwritable_tb_dir_is_one_warning_and_the_run_completes(tmp_path: Path,
+                                                                    unwritable_dirs) -> None:
+    """Under a file, in a folder that refuses files, on a disk full from the start: the live
+    view is left out with one warning and the run completes (as when the disk fills later)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    refusing = next(iter(unwritable_dirs.items()))
+    places = {"under a file": tmp_path / "a-file" / "tb", refusing[0]: refusing[1]}
+    if _can_mount_tmpfs():
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full_at_start.py").write_text(FULL_AT_START)
+        places["full disk"] = tmp_path / "full"
+    for kind, place in places.items():
+        work = tmp_path / kind.replace(" ", "-")
+        work.mkdir()
+        command = [sys.executable, str(RUN), "with", "tiny", "steps1=10", "steps2=4",
+                   "val_every1=10", "val_every2=4", "ckpt_every=10", "progress=False",
+                   "val_metrics=['psnr']", "test_sets=[]", f"tb_dir={str(place)!r}"]
+        if kind == "full disk":
+            command = ["unshare", "-rm", sys.executable, str(tmp_path / "full_at_start.py"),
+                       str(place), *command]
+        proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "ESRGAN_RUNS": str(work / "runs"),
+                                   "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, (kind, proc.stderr)
+        assert statuses(work) == ["COMPLETED"], kind
+        warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+        assert len(warned) == 1, (kind, proc.stderr)
+        assert str(place) in warned[0] and "no live view" in warned[0], warned
+        assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------
 # a full disk (a real small tmpfs in a private mount namespace)
 
 FULL_DISK = textwrap.dedent('''
