@@ -486,6 +486,28 @@ def test_a_run_store_that_fills_mid_run_fails_the_command(tmp_path: Path) -> Non
 
 
 # ------------------------------------------------------------------------------------------
+# the matrix under make: its shell ends on SIGTERM (tests/test_ablation.py runs make itself)
+
+
+def test_the_matrix_stops_once_the_shell_that_started_it_has_ended(tmp_path: Path) -> None:
+    shell = subprocess.Popen(["sh", "-c", "exit 0"])  # the shell whose pid make passed...
+    shell.wait()  # ...has ended
+    proc = subprocess.run([sys.executable, str(MATRIX), "run", "deep", "--preset", "tiny",
+                           "--seeds", "1", "--runs", str(tmp_path / "runs"),
+                           "--stop-with-parent", str(shell.pid)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)},
+                          preexec_fn=default_signals)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "COMPLETED" not in statuses(tmp_path)  # stopped, not run to the end
+    # make ablation hands the matrix the pid of the shell that runs it
+    recipe = subprocess.run(["make", "-n", "ablation", f"RUNS={tmp_path / 'runs'}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60).stdout
+    assert "--stop-with-parent $$ " in recipe, recipe
+
+
+# ------------------------------------------------------------------------------------------
 # the MongoDB password
 
 
