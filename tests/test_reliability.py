@@ -677,17 +677,24 @@ def _ten_thousand_blocks(path: Path) -> None:
              "conv_last.weight": torch.zeros(3, 256, 3, 3),
              "body.0.rdb1.conv1.weight": torch.zeros(128, 256, 3, 3)}
     state.update({f"body.{i}.rdb1.conv1.bias": bias for i in range(10_000)})
-    torch.save({"params": state, "step": 1}, path)
+    if path.suffix == ".safetensors":  # as another tool writes it: flat params.<key> tensors
+        from safetensors.torch import save_file
+
+        save_file({f"params.{k}": v.clone() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"params": state, "step": 1}, path)
 
 
-@pytest.mark.parametrize("command", ["upscale", "benchmark", "export", "retest"])
+@pytest.mark.parametrize(("command", "suffix"), [
+    ("upscale", ".pth"), ("upscale", ".safetensors"), ("benchmark", ".pth"),
+    ("export", ".pth"), ("retest", ".pth")])
 def test_weights_naming_10000_blocks_are_refused_before_anything_is_built(
-        tmp_path: Path, command: str) -> None:
+        tmp_path: Path, command: str, suffix: str) -> None:
     import numpy as np
 
     from esrgan.data import write_image
 
-    weights = tmp_path / "huge.pth"
+    weights = tmp_path / f"huge{suffix}"
     _ten_thousand_blocks(weights)
     (tmp_path / "hr").mkdir()
     write_image(tmp_path / "hr" / "a.png", np.full((32, 32, 3), 0.5, dtype=np.float32))
