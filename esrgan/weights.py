@@ -302,13 +302,15 @@ SHAPE_KEYS = ("trunk", "bn", "nf", "nb", "gc", "scale", "in_ch", "out_ch")
 
 
 def read_generator_checkpoint(path_or_dict: str | os.PathLike | dict, *,
-                              params: str = "auto") -> tuple[StateDict, dict]:
+                              params: str = "auto",
+                              source: str | None = None) -> tuple[StateDict, dict]:
     """(state dict in our key names, arch dict) of a generator checkpoint.
 
     The arch is the file's ``'arch'`` entry when it has one, else ``infer_arch`` of the keys.
-    ``params`` as in ``load_generator_state``.
+    ``params`` as in ``load_generator_state``; ``source`` names a loaded dict in messages
+    (default: the path, or "state dict").
     """
-    state, arch, source = _read_generator(path_or_dict, params)
+    state, arch, source = _read_generator(path_or_dict, params, source)
     inferred = infer_arch(state, source)
     if arch is None:
         return state, inferred
@@ -340,12 +342,12 @@ def _pick_params(obj: dict, source: str, params: str) -> dict:
     return obj[params]
 
 
-def _read_generator(path_or_dict: str | os.PathLike | dict,
-                    params: str = "auto") -> tuple[StateDict, dict | None, str]:
+def _read_generator(path_or_dict: str | os.PathLike | dict, params: str = "auto",
+                    source: str | None = None) -> tuple[StateDict, dict | None, str]:
     if isinstance(path_or_dict, dict):
-        obj, source = path_or_dict, "state dict"
+        obj, source = path_or_dict, source or "state dict"
     else:
-        obj, source = load_checkpoint(path_or_dict), str(path_or_dict)
+        obj, source = load_checkpoint(path_or_dict), source or str(path_or_dict)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{source}: expected a dict of weights, got {type(obj).__name__}")
     arch = obj.get("arch")
@@ -476,7 +478,7 @@ def load_generator(path: str | os.PathLike | dict, *, params: str = "auto",
         raise ValueError(f"load_generator: unknown arguments {', '.join(unknown)} "
                          f"(choose from {', '.join(ARCH_KEYS)})")
     source = source or str(path)
-    state, arch = read_generator_checkpoint(path, params=params)
+    state, arch = read_generator_checkpoint(path, params=params, source=source)
     arch = {**arch, **overrides}
     check_fits(state, arch, source)  # before building: the file decides how much is allocated
     try:

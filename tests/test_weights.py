@@ -152,6 +152,17 @@ def test_unbuilt_check_says_what_loading_into_the_built_model_says() -> None:
         check_fits(state, {**arch, "nb": 1_000_000}, "g.pth")
 
 
+def test_a_loaded_dict_is_named_by_its_source_in_every_refusal() -> None:
+    """retest loads a run's file itself and hands the dict on: messages name the file."""
+    model = tiny()
+    lying = {"params": model.state_dict(), "arch": {**model.arch, "nb": 5}}
+    with pytest.raises(CheckpointError, match=r"^/runs/best_psnr\.pth: its 'arch' entry says "
+                                              r"nb=5 but its tensors hold nb=2$"):
+        load_generator(lying, source="/runs/best_psnr.pth")
+    with pytest.raises(CheckpointError, match=r"^/runs/best_psnr\.pth: not an ESRGAN"):
+        load_generator({"params": {"x": torch.zeros(1)}}, source="/runs/best_psnr.pth")
+
+
 class _Payload:
     """Unpickling this would create a folder: a stand-in for arbitrary code execution."""
 
