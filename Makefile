@@ -55,8 +55,10 @@ WEIGHTS ?=
 weights: $(STAMP)
 	$(PY) -m esrgan.downloads fetch $(WEIGHTS)
 
+# GNU make hands a SIGTERM to the recipe's shell only, which ends without passing it on: with
+# --stop-with-parent and the shell's pid ($$$$) the matrix then stops its cells as on SIGTERM.
 MATRIX_CMD = ESRGAN_RUNS=$(RUNS) $(PY) experiments/matrix.py run $(DESIGN) --preset $(PRESET) \
-	$(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) --budget $(BUDGET)
+	$(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) --budget $(BUDGET) --stop-with-parent $$$$
 REPORT_CMD = $(PY) -m analysis.report --store $(RUNS) --preset $(PRESET) --name $(REPORT)
 
 # The matrix (resumable: completed cells are skipped), then the report, even after a failed

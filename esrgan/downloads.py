@@ -19,8 +19,12 @@ turns the check off for the caches too (for files of your own under these names)
 
 Fetching: each file goes to ``NAME.part`` beside its destination (a cut download is resumed
 with an HTTP Range request by running the same command again), is hash-checked, and only then
-renamed into place. Connect and read time-outs end a silent server with one line. Offline, the
-command fails at once with one line per missing file: what it is, where to put it, its hash.
+renamed into place. Nothing past a file's published size is kept, whatever the server claims;
+a resume is appended only where the server's answer starts at the end of the ``.part`` (else
+the whole file is fetched again); and the size is checked: the published one, else the one
+the server gives (``NRQM_model.mat`` has no published hash). Connect and read time-outs
+end a silent server with one line. Offline, the command fails at once with one line per
+missing file: what it is, where to put it, its hash.
 ``--base-url`` (or ``ESRGAN_WEIGHTS_URL``) fetches every file by name from a mirror instead.
 """
 
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +60,7 @@ __all__ = [
     "WeightFile",
     "cache_dir",
     "cache_path",
+    "check_timeout",
     "fetch",
     "file_status",
     "main",
@@ -65,6 +72,7 @@ IQA_WEIGHTS_ENV = "ESRGAN_IQA_WEIGHTS"
 MIRROR_ENV = "ESRGAN_WEIGHTS_URL"
 VERIFY_ENV = "ESRGAN_WEIGHTS_VERIFY"
 DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 86_400.0  # a day: longer is no time-out (and past about 9e9 s sockets refuse it)
 
 _TORCHVISION = "https://download.pytorch.org/models/"
 _PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
@@ -219,6 +227,16 @@ def file_status(name: str) -> str:
 # ------------------------------------------------------------------------------- fetching
 
 
+def check_timeout(timeout: float, name: str = "timeout") -> float:
+    """``timeout`` if a socket can wait that many seconds (> 0, at most :data:`MAX_TIMEOUT`);
+    else ValueError, one line naming the option ``name``."""
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout)
+            and 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(f"{name} must be a number of seconds > 0 and at most "
+                         f"{MAX_TIMEOUT:g} (a day), got {timeout:g}")
+    return float(timeout)
+
+
 def _url(entry: WeightFile, base_url: str | None) -> str:
     return f"{base_url.rstrip('/')}/{entry.name}" if base_url else entry.url
 
@@ -234,67 +252,124 @@ def _network_reason(exc: BaseException, url: str, timeout: float) -> str:
     return f"cannot reach {urlsplit(url).netloc} ({text})"
 
 
-def _download(entry: WeightFile, dest: Path, url: str, timeout: float, progress: bool) -> None:
-    """``url`` into ``dest`` through ``dest.part``: resumed, verified, renamed into place."""
-    from tqdm import tqdm
+class _StartAgain(Exception):
+    """The answer to a resume does not continue the ``.part``: fetch the whole file instead."""
 
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
+
+
+def _download(entry: WeightFile, dest: Path, url: str, timeout: float, progress: bool) -> None:
+    """``url`` into ``dest`` through ``dest.part``: resumed, verified, renamed into place.
+
+    Never more than the table's size is written; a resume is appended only when the server's
+    answer starts where the ``.part`` ends (else the whole file is fetched again); the size is
+    checked against the table's, else the one the server gives, and the hash where published.
+    """
     check_output_dir(dest.parent)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
     if entry.size is not None and offset > entry.size:
-        part.unlink()
+        part.unlink()  # not a beginning of the published file, whatever it holds
         offset = 0
-    headers = {"User-Agent": "esrgan-lab", "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    complete = False
     try:
-        response = urlopen(Request(url, headers=headers), timeout=timeout)
-    except HTTPError as exc:
-        if exc.code == 416 and offset:  # the part is already whole: check it below
-            complete = True
-        else:
-            raise FetchError(f"{entry.name}: HTTP {exc.code} ({exc.reason}) from {url}") from None
-    except (URLError, OSError) as exc:
-        raise FetchError(f"{entry.name}: {_network_reason(exc, url, timeout)}",
-                         offline=True) from None
-    if not complete:
-        with response:
-            resumed = offset and response.status == 206 and response.headers.get(
-                "Content-Range", "").startswith(f"bytes {offset}-")
-            if not resumed:
-                offset = 0  # the server sent the whole file: start the part again
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length and length.isdigit() else entry.size
-            try:
-                with open(part, "ab" if offset else "wb") as f, tqdm(
-                        total=total, initial=offset, unit="B", unit_scale=True,
-                        unit_divisor=1024, desc=entry.name, disable=not progress,
-                        dynamic_ncols=True) as bar:
-                    while chunk := response.read(1 << 20):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-                    f.flush()
-                    os.fsync(f.fileno())
-            except OSError as exc:  # also TimeoutError, ConnectionError
-                if isinstance(exc, OutputError):
-                    raise
-                got = part.stat().st_size if part.is_file() else 0
-                raise FetchError(
-                    f"{entry.name}: download stopped at {got} bytes "
-                    f"({_network_reason(exc, url, timeout)}); run the same command again to "
-                    f"resume", offline=isinstance(exc, TimeoutError)) from None
-        got = part.stat().st_size
-        if total is not None and got < total:
-            raise FetchError(f"{entry.name}: download cut at {got} of {total} bytes; run the "
-                             f"same command again to resume from {part}")
+        total = _receive(entry, part, url, offset, timeout, progress)
+    except _StartAgain:
+        part.unlink(missing_ok=True)
+        total = _receive(entry, part, url, 0, timeout, progress)
+    got = part.stat().st_size
+    if total is not None and got < total:
+        raise FetchError(f"{entry.name}: download cut at {got} of {total} bytes; run the "
+                         f"same command again to resume from {part}")
+    if total is not None and got > total:
+        part.unlink()
+        raise FetchError(f"{entry.name}: the file from {url} is {got} bytes, not the {total} "
+                         f"{'published' if entry.size is not None else 'the server gives'}: "
+                         f"deleted, nothing installed")
     digest = sha256_of(part)
-    if (entry.size is not None and part.stat().st_size != entry.size) \
-            or not _matches(entry, digest):
+    if not _matches(entry, digest):
         part.unlink()
         raise FetchError(f"{entry.name}: the file from {url} has SHA-256 {digest}, not the "
                          f"published {entry.sha256}: deleted, nothing installed")
     os.replace(part, dest)
+
+
+def _receive(entry: WeightFile, part: Path, url: str, offset: int, timeout: float,
+             progress: bool) -> int | None:
+    """Append the server's answer to the ``offset`` bytes of ``part`` (a Range request when
+    ``offset``); returns the size of the whole file (the table's, else the server's, else
+    None). Raises ``_StartAgain`` when a resume is answered from another byte."""
+    from tqdm import tqdm
+
+    headers = {"User-Agent": "esrgan-lab", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urlopen(Request(url, headers=headers), timeout=timeout)
+    except HTTPError as exc:
+        if exc.code == 416 and offset:  # the part is already whole, if the sizes agree
+            match = _UNSATISFIED_RANGE.fullmatch(exc.headers.get("Content-Range", "").strip())
+            total = entry.size if entry.size is not None else (
+                int(match.group(1)) if match else None)
+            if total is None and entry.sha256:
+                return None  # the hash tells whether the part is the file
+            if total != offset:  # a part of another size, or nothing to check it with
+                raise _StartAgain() from None
+            return total
+        raise FetchError(f"{entry.name}: HTTP {exc.code} ({exc.reason}) from {url}") from None
+    except (URLError, OSError) as exc:
+        raise FetchError(f"{entry.name}: {_network_reason(exc, url, timeout)}",
+                         offline=True) from None
+    with response:
+        if response.status == 206:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+            start = int(match.group(1)) if match else -1
+            announced = int(match.group(2)) if match and match.group(2) != "*" else None
+            if start != offset:  # bytes from elsewhere in the file (or an unreadable range)
+                if offset:
+                    raise _StartAgain()
+                raise FetchError(f"{entry.name}: {url} answered with part of the file "
+                                 f"(Content-Range {response.headers.get('Content-Range')!r}) "
+                                 f"instead of all of it: nothing installed")
+        else:  # the whole file: start the part again
+            offset = 0
+            length = response.headers.get("Content-Length", "")
+            announced = int(length) if length.isdigit() else None
+        total = entry.size if entry.size is not None else announced
+        # The table's size bounds what is kept, whatever the server claims or sends: one byte
+        # more is read only to tell that the answer is longer.
+        room = None if entry.size is None else entry.size - offset
+        too_long = False
+        try:
+            with open(part, "ab" if offset else "wb") as f, tqdm(
+                    total=total, initial=offset, unit="B", unit_scale=True,
+                    unit_divisor=1024, desc=entry.name, disable=not progress,
+                    dynamic_ncols=True) as bar:
+                while chunk := response.read(1 << 20 if room is None
+                                             else min(1 << 20, room + 1)):
+                    if room is not None:
+                        if len(chunk) > room:
+                            too_long = True
+                            break
+                        room -= len(chunk)
+                    f.write(chunk)
+                    bar.update(len(chunk))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # also TimeoutError, ConnectionError
+            if isinstance(exc, OutputError):
+                raise
+            got = part.stat().st_size if part.is_file() else 0
+            raise FetchError(
+                f"{entry.name}: download stopped at {got} bytes "
+                f"({_network_reason(exc, url, timeout)}); run the same command again to "
+                f"resume", offline=isinstance(exc, TimeoutError)) from None
+    if too_long:
+        part.unlink()
+        raise FetchError(f"{entry.name}: {url} sent more than the published {entry.size} "
+                         f"bytes: deleted, nothing installed")
+    return total
 
 
 def fetch(entries: Sequence[WeightFile], *, base_url: str | None = None,
@@ -304,8 +379,10 @@ def fetch(entries: Sequence[WeightFile], *, base_url: str | None = None,
 
     ``folders`` maps a cache ("torch", "iqa") to a folder (default :func:`cache_dir`).
     After the first network failure (offline, silent server) nothing more is tried: each file
-    still missing gets one line saying what it is, where to put it and its hash.
+    still missing gets one line saying what it is, where to put it and its hash. A
+    ``timeout`` that is not a number of seconds a socket can wait is a ValueError.
     """
+    check_timeout(timeout)
     errors: list[str] = []
     offline: str | None = None
     for entry in entries:
@@ -375,8 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         entries = _select(args.groups)
-        if args.timeout <= 0:
-            raise ValueError(f"--timeout must be positive, got {args.timeout:g}")
+        check_timeout(args.timeout, "--timeout")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ import numbers
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,13 +302,15 @@ SHAPE_KEYS = ("trunk", "bn", "nf", "nb", "gc", "scale", "in_ch", "out_ch")
 
 
 def read_generator_checkpoint(path_or_dict: str | os.PathLike | dict, *,
-                              params: str = "auto") -> tuple[StateDict, dict]:
+                              params: str = "auto",
+                              source: str | None = None) -> tuple[StateDict, dict]:
     """(state dict in our key names, arch dict) of a generator checkpoint.
 
     The arch is the file's ``'arch'`` entry when it has one, else ``infer_arch`` of the keys.
-    ``params`` as in ``load_generator_state``.
+    ``params`` as in ``load_generator_state``; ``source`` names a loaded dict in messages
+    (default: the path, or "state dict").
     """
-    state, arch, source = _read_generator(path_or_dict, params)
+    state, arch, source = _read_generator(path_or_dict, params, source)
     inferred = infer_arch(state, source)
     if arch is None:
         return state, inferred
@@ -339,12 +342,12 @@ def _pick_params(obj: dict, source: str, params: str) -> dict:
     return obj[params]
 
 
-def _read_generator(path_or_dict: str | os.PathLike | dict,
-                    params: str = "auto") -> tuple[StateDict, dict | None, str]:
+def _read_generator(path_or_dict: str | os.PathLike | dict, params: str = "auto",
+                    source: str | None = None) -> tuple[StateDict, dict | None, str]:
     if isinstance(path_or_dict, dict):
-        obj, source = path_or_dict, "state dict"
+        obj, source = path_or_dict, source or "state dict"
     else:
-        obj, source = load_checkpoint(path_or_dict), str(path_or_dict)
+        obj, source = load_checkpoint(path_or_dict), source or str(path_or_dict)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{source}: expected a dict of weights, got {type(obj).__name__}")
     arch = obj.get("arch")
@@ -467,21 +470,88 @@ def load_generator(path: str | os.PathLike | dict, *, params: str = "auto",
     The architecture comes from the file's ``'arch'`` entry, else ``infer_arch``;
     ``overrides`` (build arguments, e.g. ``beta=0.2``) replace single entries. ``params``
     picks the weights of a BasicSR file (see ``load_generator_state``). ``source`` names a
-    loaded dict in messages (default: the path).
+    loaded dict in messages (default: the path). The keys, their shapes and the network's size
+    are checked before anything is built (``check_fits``); a mismatch is a ``CheckpointError``.
     """
     unknown = sorted(set(overrides) - set(ARCH_KEYS))
     if unknown:
         raise ValueError(f"load_generator: unknown arguments {', '.join(unknown)} "
                          f"(choose from {', '.join(ARCH_KEYS)})")
     source = source or str(path)
-    state, arch = read_generator_checkpoint(path, params=params)
+    state, arch = read_generator_checkpoint(path, params=params, source=source)
     arch = {**arch, **overrides}
+    check_fits(state, arch, source)  # before building: the file decides how much is allocated
     try:
         model = Generator(**arch)
     except ValueError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
     load_into(model, state, source)
     return model
+
+
+MAX_GENERATOR_VALUES = 1_000_000_000
+"""The most numbers (parameters and buffers) a generator is built with: 4 GB in float32,
+60 times the paper's network (16.7 million); a file implying more is refused unbuilt."""
+
+
+def check_fits(state: StateDict, arch: dict, source: str) -> None:
+    """Check that ``state`` holds exactly the keys and shapes of ``Generator(**arch)``, and
+    that this network is at most :data:`MAX_GENERATOR_VALUES` numbers, without building it.
+
+    Only a one-block skeleton on the meta device (no memory) is made, so a file whose keys
+    name 10,000 wide blocks is refused at once instead of allocating hundreds of GB. Raises
+    ``CheckpointError`` with one line naming ``source``: an invalid build argument, a network
+    over the size bound, or the first missing, unexpected or mis-shaped key.
+    """
+    nb = arch.get("nb")
+    if not isinstance(nb, int) or isinstance(nb, bool) or nb < 1:  # as Generator says it
+        raise CheckpointError(f"{source}: generator: nb must be an integer >= 1, got {nb!r}")
+    try:
+        with torch.device("meta"):
+            skeleton = Generator(**{**arch, "nb": 1})
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    shapes = {key: tuple(t.shape) for key, t in skeleton.state_dict().items()}
+    block = {key[len("body.0."):]: s for key, s in shapes.items() if key.startswith("body.0.")}
+    frame = {key: s for key, s in shapes.items() if not key.startswith("body.")}
+    values = sum(math.prod(s) for s in frame.values()) \
+        + nb * sum(math.prod(s) for s in block.values())
+    if values > MAX_GENERATOR_VALUES:
+        widths = f"nf={arch['nf']}" + (f", gc={arch['gc']}" if arch["trunk"] == "rrdb" else "")
+        raise CheckpointError(
+            f"{source}: its weights describe a generator of {nb} trunk blocks ({widths}) with "
+            f"{values:,} parameters ({values * 4 / 1e9:,.0f} GB), more than the "
+            f"{MAX_GENERATOR_VALUES:,} this framework builds: refused")
+    first_block = next(key for key in shapes if key.startswith("body.0."))
+
+    def in_order() -> Iterator[tuple[str, tuple[int, ...]]]:
+        """The model's keys and shapes in its own order, the trunk's blocks expanded."""
+        for key, shape in shapes.items():
+            if not key.startswith("body."):
+                yield key, shape
+            elif key == first_block:
+                for i in range(nb):
+                    for rest, s in block.items():
+                        yield f"body.{i}.{rest}", s
+
+    # As load_into, in the same order. Each key looked at is in ``state`` or ends the loop,
+    # so it stops within len(state) + 1 keys whatever the architecture.
+    for key, shape in in_order():
+        if key not in state:
+            raise CheckpointError(
+                f"{source}: missing key {key!r} (the model expects shape {shape})")
+        if tuple(state[key].shape) != shape:
+            raise CheckpointError(
+                f"{source}: key {key!r} has shape {tuple(state[key].shape)} in the checkpoint "
+                f"but {shape} in the model")
+    for key, tensor in state.items():
+        match = re.fullmatch(r"body\.(\d+)\.(.+)", key)
+        known = (match.group(2) in block and int(match.group(1)) < nb) if match \
+            else key in frame
+        if not known:
+            raise CheckpointError(
+                f"{source}: unexpected key {key!r} (shape {tuple(tensor.shape)}) "
+                f"that the model does not have")
 
 
 def load_into(model: nn.Module, state: StateDict, source: str) -> None:

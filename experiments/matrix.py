@@ -44,6 +44,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -343,6 +344,7 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
     On SIGTERM (a scheduler stopping the job) the running cells get SIGTERM too and are waited
     for: each saves its checkpoint, and running the same command again goes on.
     """
+    global _stopping
     failed: list[Cell] = []
     counts: Counter = Counter()
     if not cells:
@@ -401,6 +403,7 @@ def run_cells(cells: list[Cell], jobs: int, log_dir: Path, env: Mapping[str, str
                     bar.set_postfix_str(f"last: {cell.label()}", refresh=False)
                     bar.update(costs[id(cell)])
         except KeyboardInterrupt as stop:
+            _stopping = True  # a SIGTERM now (the parent shell ended on Ctrl-C) changes nothing
             queue.clear()
             if isinstance(stop, Terminated):  # a terminal's Ctrl-C reaches every process
                 for proc in list(running.values()):
@@ -632,8 +635,46 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM to the matrix: its cells are stopped the same way, then it exits."""
 
 
+_stopping = False  # a SIGTERM has been taken: the cells are being stopped
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    global _stopping
+    if _stopping:
+        # A second SIGTERM (the process group's, then the one for a parent that ended) must
+        # not cut short the wait for the cells saving their checkpoints.
+        return
+    _stopping = True
     raise Terminated()
+
+
+def stop_with_parent(pid: int, every_s: float = 0.5) -> None:
+    """Stop as on SIGTERM (cells included) once process ``pid``, the shell that started this
+    one (or started a wrapper that started it), has ended.
+
+    ``make ablation`` passes the pid of the shell that runs its recipe: GNU make hands a
+    SIGTERM to that shell only, and the shell ends without passing it on, so the matrix would
+    go on running cells with no one to wait for it. Checked every ``every_s`` seconds.
+    """
+    direct = os.getppid() == pid
+
+    def ended() -> bool:
+        if direct:
+            return os.getppid() != pid  # adopted by another process: the shell has ended
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process is there
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # there, but another user's
+            pass
+        return False
+
+    def watch() -> None:
+        while not ended():
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def thread_env(jobs: int) -> dict[str, str]:
@@ -678,8 +719,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the first seeds, add seeds to the claims still undecided "
                              "and within reach while this many minutes (from the start) last "
                              f"(designs {', '.join(SEQUENTIAL_DESIGNS)}; 0: the first seeds only)")
+    parser.add_argument("--stop-with-parent", type=int, default=None, metavar="PID",
+                        help="stop as on SIGTERM once process PID, the shell that started "
+                             "this one, has ended (make ablation passes its shell's)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every cell")
     args = parser.parse_intermixed_args(argv)
+    if args.stop_with_parent is not None:
+        stop_with_parent(args.stop_with_parent)
 
     from experiments.store.targets import from_argv
 

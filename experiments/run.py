@@ -63,7 +63,7 @@ from esrgan.evaluation import (  # noqa: E402
     score,
     super_resolve,
 )
-from esrgan.files import OutputError, atomic_write, check_output_dir  # noqa: E402
+from esrgan.files import OutputError, atomic_write  # noqa: E402
 from esrgan.paper.departures import departures  # noqa: E402
 from esrgan.speed import set_deterministic  # noqa: E402
 from esrgan.train import TrainingDiverged, train_gan  # noqa: E402
@@ -74,7 +74,7 @@ from experiments.stage1 import stage1_model  # noqa: E402
 from experiments.store import targets as store_targets  # noqa: E402
 from experiments.store.mongo import MongoUnavailable  # noqa: E402
 from experiments.store.targets import StoreTargets  # noqa: E402
-from experiments.tblog import TensorBoard, run_folder  # noqa: E402
+from experiments.tblog import TensorBoard, open_view, run_folder  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _sacred_format_error = sacred.experiment.format_sacred_error
@@ -339,8 +339,8 @@ def guarded(work: Callable[[Mapping[str, Any], Sink], dict[str, Any]], config: d
     tb = None
     try:
         folder = run_folder(cfg) if distributed.launch_rank() == 0 else None  # rank 0 writes
-        if folder is not None:
-            tb = TensorBoard(check_output_dir(folder))
+        tb = open_view(folder) if folder is not None else None  # unwritable: one warning
+        if tb is not None:
             print(f"tensorboard: {folder} (watch: tensorboard --logdir {cfg['tb_dir']})")
         return work(cfg, Sink(run, tb))
     except OutputError as e:  # its message is the whole story already

@@ -1,8 +1,10 @@
 """TensorBoard event files of a run: a live view of what the run store records.
 
 The run store (Sacred's file store, MongoDB) stays the record of truth; these files only mirror
-it while a run trains, for ``tensorboard --logdir <tb_dir>``. Layout (``tb_dir`` config key,
-default ``<work_dir>/tensorboard``; ``tb_dir=''`` writes none):
+it while a run trains, for ``tensorboard --logdir <tb_dir>``. So a ``tb_dir`` that cannot be
+written (at the start or when its disk fills later) costs one warning and the live view, never
+the run. Layout (``tb_dir`` config key, default ``<work_dir>/tensorboard``; ``tb_dir=''``
+writes none):
 
     <tb_dir>/<variant>.<key>/seed<N>/stage1/   stage-1 scalars (tags stage1/...), val crops
     <tb_dir>/<variant>.<key>/seed<N>/stage2/   stage-2 scalars (tags stage2/...), val crops
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from esrgan.files import OutputError, check_output_dir
 from esrgan.paper.switches import NAMES, variant_label
 from experiments import identity
 
@@ -75,6 +78,18 @@ def _quiet_writer_threads() -> None:
         previous(args)
 
     threading.excepthook = hook
+
+
+def open_view(folder: str | Path) -> TensorBoard | None:
+    """The run's :class:`TensorBoard` in ``folder``, or None with one warning when the folder
+    cannot be written (a file in its path, a read-only folder, a full disk): the live view is
+    optional, the run store keeps every value, so the run goes on without it."""
+    try:
+        return TensorBoard(check_output_dir(folder))
+    except OutputError as exc:
+        warnings.warn(f"TensorBoard files cannot be written ({exc}): this run has no live "
+                      f"view; the run store keeps every value", stacklevel=2)
+        return None
 
 
 class TensorBoard:

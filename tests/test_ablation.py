@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import default_signals, wait_for
 
 from experiments.store.plan import Extension, Plan, read_plan, write_plan
 
@@ -195,3 +195,77 @@ def test_added_seeds_follow_the_plan(tmp_path: Path) -> None:
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0 and "0 run by this process" in again.stdout, again.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# `make ablation` stopped by SIGTERM
+
+
+def _alive_in_group(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that have not ended (a zombie has), from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)"
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def _statuses(runs: Path) -> list[str]:
+    out = []
+    for run in sorted(runs.iterdir()) if runs.is_dir() else []:
+        try:
+            out.append(json.loads((run / "run.json").read_text())["status"])
+        except (OSError, ValueError, KeyError):
+            continue  # not a run, or being written
+    return out
+
+
+def test_sigterm_to_make_ablation_ends_the_matrix_and_its_cells(tmp_path: Path) -> None:
+    """SIGTERM to make's pid alone (make hands it to its shell only), then to the whole process
+    group: each time the matrix and its cells end within seconds, and the same command then
+    finishes the matrix with each cell completed once."""
+    # The repository's top level as `make ablation` sees it, so that work/, runs/ and reports/
+    # are written here; the stamp says the venv is ready (this interpreter runs everything).
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "experiments"):
+        (tmp_path / name).symlink_to(REPO / name)
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").touch()
+    runs = tmp_path / "runs"
+    cmd = ["make", "ablation", "PRESET=tiny", "DESIGN=deep", "SEEDS=1", "BUDGET=0",
+           f"RUNS={runs}", f"PY={sys.executable}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    for target in ("make", "group"):
+        started = len(_statuses(runs))
+        with open(tmp_path / f"make-{target}.log", "w") as log:
+            proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=default_signals)
+            try:
+                wait_for(lambda n=started: len(_statuses(runs)) > n, proc, "a cell's run")
+                if target == "make":
+                    proc.send_signal(signal.SIGTERM)
+                else:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+                deadline = time.monotonic() + 60  # a limit: stopping takes a few seconds
+                while _alive_in_group(proc.pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                left = _alive_in_group(proc.pid)
+            finally:
+                if _alive_in_group(proc.pid):
+                    os.killpg(proc.pid, signal.SIGKILL)  # leave nothing running
+        assert not left, f"SIGTERM to {target}: processes {left} still run after 60 s"
+        statuses = _statuses(runs)
+        assert statuses and set(statuses) == {"INTERRUPTED"}, (target, statuses)
+
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cells = Counter(r["cell_key"] for r in completed(runs))
+    assert len(cells) == 4 and set(cells.values()) == {1}, cells  # each cell completed once
+    assert (tmp_path / "reports" / "tiny" / "index.md").is_file()

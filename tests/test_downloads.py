@@ -29,6 +29,7 @@ from esrgan.downloads import (
 from esrgan.metrics.iqa import ALEXNET_FILE, LPIPS_FILE, MetricUnavailable, lpips
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ENDLESS_BYTES = 8 << 20  # what an "endless" answer sends before it closes (a bound for the test)
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Mirror:
     files: dict[str, bytes] = field(default_factory=dict)
     cut_once: set[str] = field(default_factory=set)  # serve half, then close, the first time
     silent: set[str] = field(default_factory=set)  # accept, never answer
+    # claim Content-Length 10**15 and stream zeros (ENDLESS_BYTES, then close)
+    endless: set[str] = field(default_factory=set)
+    # answer a Range request from this many bytes before the asked start (a 206 that lies)
+    wrong_range: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (name, Range)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -58,6 +63,17 @@ def mirror():
             if name in m.silent:
                 m.release.wait()  # until the test ends
                 return
+            if name in m.endless:
+                self.send_response(200)
+                self.send_header("Content-Length", str(10**15))
+                self.end_headers()
+                try:
+                    for _ in range(ENDLESS_BYTES // (1 << 16)):
+                        self.wfile.write(bytes(1 << 16))
+                except OSError:  # the client hung up
+                    pass
+                self.close_connection = True
+                return
             if name not in m.files:
                 self.send_error(404)
                 return
@@ -65,6 +81,13 @@ def mirror():
             start = 0
             if self.headers.get("Range", "").startswith("bytes="):
                 start = int(self.headers["Range"][6:].split("-")[0])
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = max(0, start - m.wrong_range.get(name, 0))
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             else:
@@ -76,7 +99,10 @@ def mirror():
                 self.wfile.write(data[start:start + (len(data) - start) // 2])
                 self.wfile.flush()
                 self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:  # the client hung up first
+                    pass
                 return
             self.wfile.write(data[start:])
 
@@ -151,6 +177,82 @@ def test_cut_download_resumes_with_a_range_request(tmp_path, mirror):
                  folders=_folders(tmp_path), log=lambda _: None) == []
     assert mirror.requests[-1] == ("d.pth", "bytes=100000-")
     assert (tmp_path / "iqa" / "d.pth").read_bytes() == data and not part.exists()
+
+
+def test_a_download_stops_at_the_published_size(tmp_path, mirror):
+    """A server that claims 10**15 bytes and streams zeros: no more than the table's size is
+    kept, and nothing is installed."""
+    entry = WEIGHT_FILES[LPIPS_FILE]
+    mirror.endless = {LPIPS_FILE}
+    part = tmp_path / "iqa" / f"{LPIPS_FILE}.part"
+    errors = fetch([entry], base_url=mirror.url, timeout=5, progress=False,
+                   folders=_folders(tmp_path), log=lambda _: None)
+    assert len(errors) == 1 and errors[0].startswith(f"{LPIPS_FILE}: "), errors
+    assert f"more than the published {entry.size} bytes" in errors[0]
+    assert not part.exists() or part.stat().st_size <= entry.size
+    assert not (tmp_path / "iqa" / LPIPS_FILE).exists()
+
+
+def test_a_part_that_outgrew_the_published_size_is_removed(tmp_path, mirror):
+    data = os.urandom(5_000)
+    entry = _entry("f.pth", data)
+    mirror.files = {"f.pth": data}
+    part = tmp_path / "iqa" / "f.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(os.urandom(7_000))  # from a server that sent too much
+    assert fetch([entry], base_url=mirror.url, timeout=5, progress=False,
+                 folders=_folders(tmp_path), log=lambda _: None) == []
+    assert mirror.requests == [("f.pth", None)]  # not resumed: fetched whole
+    assert (tmp_path / "iqa" / "f.pth").read_bytes() == data and not part.exists()
+
+
+def test_a_resume_answered_from_another_offset_installs_nothing_wrong(tmp_path, mirror):
+    """NRQM's file has no published hash: a 206 whose Content-Range starts elsewhere than
+    the .part ends must not become the file, and the size the server gives is checked."""
+    entry = WEIGHT_FILES["NRQM_model.mat"]
+    assert not entry.sha256  # the case without a hash
+    data = os.urandom(200_000)
+    mirror.files = {entry.name: data}
+    mirror.cut_once = {entry.name}
+    dest = tmp_path / "iqa" / entry.name
+    errors = fetch([entry], base_url=mirror.url, timeout=5, progress=False,
+                   folders=_folders(tmp_path), log=lambda _: None)
+    assert len(errors) == 1 and "again to resume" in errors[0]
+    assert (tmp_path / "iqa" / f"{entry.name}.part").stat().st_size == 100_000
+    mirror.wrong_range = {entry.name: 50_000}  # answers bytes=100000- from byte 50000
+    errors = fetch([entry], base_url=mirror.url, timeout=5, progress=False,
+                   folders=_folders(tmp_path), log=lambda _: None)
+    assert not dest.exists() or dest.read_bytes() == data
+    assert errors == [] and dest.read_bytes() == data, errors  # started again from zero
+    assert mirror.requests[-2:] == [(entry.name, "bytes=100000-"), (entry.name, None)]
+
+
+def test_a_part_longer_than_a_file_without_hash_is_not_installed(tmp_path, mirror):
+    """The server says the range starts past its file's end (416): the part is no beginning
+    of the file, which is fetched whole instead of being installed unchecked."""
+    entry = WEIGHT_FILES["NRQM_model.mat"]
+    data = os.urandom(200_000)
+    mirror.files = {entry.name: data}
+    part = tmp_path / "iqa" / f"{entry.name}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(os.urandom(250_000))  # what a wrong earlier answer left
+    errors = fetch([entry], base_url=mirror.url, timeout=5, progress=False,
+                   folders=_folders(tmp_path), log=lambda _: None)
+    assert errors == [] and (tmp_path / "iqa" / entry.name).read_bytes() == data, errors
+    assert mirror.requests == [(entry.name, "bytes=250000-"), (entry.name, None)]
+    assert not part.exists()
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "0", "-1", "1e10"])
+def test_a_timeout_that_is_no_number_of_seconds_is_one_error_line(tmp_path, timeout):
+    with socket.socket() as s:  # nobody listens: nothing may be fetched anyway
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _run_cli(["fetch", "nrqm", f"--timeout={timeout}", "--base-url",
+                     f"http://127.0.0.1:{port}", "--no-progress"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --timeout must be ") and f"{float(timeout):g}" in line, line
 
 
 def _run_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

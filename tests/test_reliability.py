@@ -264,6 +264,56 @@ def test_sigterm_is_handled_as_ctrl_c_and_the_same_command_resumes(tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------
+# an unwritable live view: one warning, the run goes on
+
+
+FULL_AT_START = textwrap.dedent('''
+    import subprocess, sys
+    disk, command = sys.argv[1], sys.argv[2:]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk], check=True)
+    with open(f"{disk}/filler", "wb", buffering=0) as f:  # full to the last byte
+        for chunk in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    f.write(bytes(chunk))
+            except OSError:
+                pass
+    sys.exit(subprocess.run(command).returncode)
+''')
+
+
+def test_an_unwritable_tb_dir_is_one_warning_and_the_run_completes(tmp_path: Path,
+                                                                    unwritable_dirs) -> None:
+    """Under a file, in a folder that refuses files, on a disk full from the start: the live
+    view is left out with one warning and the run completes (as when the disk fills later)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    refusing = next(iter(unwritable_dirs.items()))
+    places = {"under a file": tmp_path / "a-file" / "tb", refusing[0]: refusing[1]}
+    if _can_mount_tmpfs():
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full_at_start.py").write_text(FULL_AT_START)
+        places["full disk"] = tmp_path / "full"
+    for kind, place in places.items():
+        work = tmp_path / kind.replace(" ", "-")
+        work.mkdir()
+        command = [sys.executable, str(RUN), "with", "tiny", "steps1=10", "steps2=4",
+                   "val_every1=10", "val_every2=4", "ckpt_every=10", "progress=False",
+                   "val_metrics=['psnr']", "test_sets=[]", f"tb_dir={str(place)!r}"]
+        if kind == "full disk":
+            command = ["unshare", "-rm", sys.executable, str(tmp_path / "full_at_start.py"),
+                       str(place), *command]
+        proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "ESRGAN_RUNS": str(work / "runs"),
+                                   "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, (kind, proc.stderr)
+        assert statuses(work) == ["COMPLETED"], kind
+        warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+        assert len(warned) == 1, (kind, proc.stderr)
+        assert str(place) in warned[0] and "no live view" in warned[0], warned
+        assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------
 # a full disk (a real small tmpfs in a private mount namespace)
 
 FULL_DISK = textwrap.dedent('''
@@ -436,6 +486,28 @@ def test_a_run_store_that_fills_mid_run_fails_the_command(tmp_path: Path) -> Non
 
 
 # ------------------------------------------------------------------------------------------
+# the matrix under make: its shell ends on SIGTERM (tests/test_ablation.py runs make itself)
+
+
+def test_the_matrix_stops_once_the_shell_that_started_it_has_ended(tmp_path: Path) -> None:
+    shell = subprocess.Popen(["sh", "-c", "exit 0"])  # the shell whose pid make passed...
+    shell.wait()  # ...has ended
+    proc = subprocess.run([sys.executable, str(MATRIX), "run", "deep", "--preset", "tiny",
+                           "--seeds", "1", "--runs", str(tmp_path / "runs"),
+                           "--stop-with-parent", str(shell.pid)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)},
+                          preexec_fn=default_signals)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "COMPLETED" not in statuses(tmp_path)  # stopped, not run to the end
+    # make ablation hands the matrix the pid of the shell that runs it
+    recipe = subprocess.run(["make", "-n", "ablation", f"RUNS={tmp_path / 'runs'}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60).stdout
+    assert "--stop-with-parent $$ " in recipe, recipe
+
+
+# ------------------------------------------------------------------------------------------
 # the MongoDB password
 
 
@@ -596,6 +668,57 @@ def test_a_lying_arch_is_refused_before_anything_is_built(tmp_path: Path, suffix
     assert done.stderr.strip().splitlines()[-1].endswith(
         "its 'arch' entry says nb=1000000 but its tensors hold nb=1"), done.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _ten_thousand_blocks(path: Path) -> None:
+    """A few MB whose keys name 10,000 RRDBs of nf 256, gc 128: about 460 GB if built."""
+    bias = torch.zeros(128)  # one storage, saved once however many keys share it
+    state = {"conv_first.weight": torch.zeros(256, 3, 3, 3),
+             "conv_last.weight": torch.zeros(3, 256, 3, 3),
+             "body.0.rdb1.conv1.weight": torch.zeros(128, 256, 3, 3)}
+    state.update({f"body.{i}.rdb1.conv1.bias": bias for i in range(10_000)})
+    if path.suffix == ".safetensors":  # as another tool writes it: flat params.<key> tensors
+        from safetensors.torch import save_file
+
+        save_file({f"params.{k}": v.clone() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"params": state, "step": 1}, path)
+
+
+@pytest.mark.parametrize(("command", "suffix"), [
+    ("upscale", ".pth"), ("upscale", ".safetensors"), ("benchmark", ".pth"),
+    ("export", ".pth"), ("retest", ".pth")])
+def test_weights_naming_10000_blocks_are_refused_before_anything_is_built(
+        tmp_path: Path, command: str, suffix: str) -> None:
+    import numpy as np
+
+    from esrgan.data import write_image
+
+    weights = tmp_path / f"huge{suffix}"
+    _ten_thousand_blocks(weights)
+    (tmp_path / "hr").mkdir()
+    write_image(tmp_path / "hr" / "a.png", np.full((32, 32, 3), 0.5, dtype=np.float32))
+    out = tmp_path / "out"
+    args = {
+        "upscale": ["--weights", str(weights), "--input", str(tmp_path / "hr" / "a.png"),
+                    "--output", str(out)],
+        "benchmark": ["--weights", str(weights), "--set", f"S={tmp_path / 'hr'}",
+                      "--metrics", "none", "--out", str(out)],
+        "export": [str(weights), "--onnx", str(out / "g.onnx")],
+        "retest": [str(weights), "--set", f"S={tmp_path / 'hr'}", "--metrics", "none",
+                   "--out", str(out)],
+    }[command]
+    done = subprocess.run([sys.executable, "-m", f"esrgan.{command}", *args],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)},
+                          preexec_fn=_limit_memory)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {weights}: "), done.stderr
+    assert "10000 trunk blocks" in last and "parameters" in last, done.stderr
+    assert "allocate" not in done.stderr, done.stderr
+    assert not any(out.rglob("*.png")) and not any(out.rglob("*.onnx"))
 
 
 # ------------------------------------------------------------------------------------------

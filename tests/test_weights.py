@@ -20,6 +20,7 @@ from esrgan.interpolate import parse_alphas
 from esrgan.weights import (
     CheckpointError,
     WeightsNotFound,
+    check_fits,
     interpolate_state,
     is_safetensors_file,
     load_checkpoint,
@@ -125,6 +126,41 @@ def test_wrong_shape_names_key_and_both_shapes(tmp_path: Path) -> None:
         load_into(build_generator(nf=8, nb=3, gc=4), state, "small.pth")
     with pytest.raises(CheckpointError, match=r"unexpected key 'body\.1\.rdb1\.conv1\.weight'"):
         load_into(build_generator(nf=8, nb=1, gc=4), state, "small.pth")
+
+
+def test_unbuilt_check_says_what_loading_into_the_built_model_says() -> None:
+    state = tiny(bn=True).state_dict()
+    arch = tiny(bn=True).arch
+    variants = {
+        "missing": {k: v for k, v in state.items() if k != "body.1.rdb2.bn3.running_var"},
+        "unexpected": {**state, "body.2.rdb1.conv1.weight": state["body.0.rdb1.conv1.weight"]},
+        "stray": {**state, "conv_up3.bias": state["conv_up1.bias"]},
+        "shape": {**state, "conv_hr.weight": torch.zeros(8, 8, 1, 1)},
+    }
+    for name, variant in variants.items():
+        with pytest.raises(CheckpointError) as built:
+            load_into(tiny(bn=True), variant, "g.pth")
+        with pytest.raises(CheckpointError) as unbuilt:
+            check_fits(variant, arch, "g.pth")
+        assert str(unbuilt.value) == str(built.value), name
+    check_fits(state, arch, "g.pth")  # a file that fits passes
+    # 50,000 blocks (560 million numbers, under the bound): the first missing key, unbuilt
+    with pytest.raises(CheckpointError, match=r"^g\.pth: missing key 'body\.2\.rdb1\.conv1"):
+        check_fits(state, {**arch, "nb": 50_000}, "g.pth")
+    with pytest.raises(CheckpointError, match=r"^g\.pth: its weights describe a generator of "
+                                              r"1000000 trunk blocks \(nf=8, gc=4\) with "):
+        check_fits(state, {**arch, "nb": 1_000_000}, "g.pth")
+
+
+def test_a_loaded_dict_is_named_by_its_source_in_every_refusal() -> None:
+    """retest loads a run's file itself and hands the dict on: messages name the file."""
+    model = tiny()
+    lying = {"params": model.state_dict(), "arch": {**model.arch, "nb": 5}}
+    with pytest.raises(CheckpointError, match=r"^/runs/best_psnr\.pth: its 'arch' entry says "
+                                              r"nb=5 but its tensors hold nb=2$"):
+        load_generator(lying, source="/runs/best_psnr.pth")
+    with pytest.raises(CheckpointError, match=r"^/runs/best_psnr\.pth: not an ESRGAN"):
+        load_generator({"params": {"x": torch.zeros(1)}}, source="/runs/best_psnr.pth")
 
 
 class _Payload:
