@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The commands the tests start (run.py, matrix.py, make) import this checkout's packages, not
+# whatever checkout an installed environment points at (a second worktree on one venv).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,25 @@ def test_wrong_kind_of_value_is_one_line(tmp_path: Path, override: str, expected
     assert not (tmp_path / "work").exists() and run_dirs(tmp_path) == []
 
 
+@pytest.mark.parametrize(("override", "expected"), [
+    ("scale=0", "scale must be one of [2, 4], got 0"),  # was a ZeroDivisionError traceback
+    ("steps1=10000000000000000000",  # was an overflow in the data loader
+     "steps1 must be between 0 and 1e+09, got 10000000000000000000"),
+    ("val_every1=-1", "val_every1 must be >= 0 (0: only at the stage's end), got -1"),
+    ("ckpt_every=-25", "ckpt_every must be >= 0 (0: only at the stage's end), got -25"),
+    ("log_every=0", "log_every must be >= 1, got 0"),
+])
+def test_a_value_out_of_its_range_is_one_line(tmp_path: Path, override: str,
+                                              expected: str) -> None:
+    """Each key's bounds (experiments/keys.py) are checked before anything that combines
+    keys, so no value reaches an arithmetic it breaks, and none is accepted silently."""
+    proc = run_exp(tmp_path, "with", "tiny", override, timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: invalid config: {expected}"], proc.stderr
+    assert not (tmp_path / "work").exists() and run_dirs(tmp_path) == []
+
+
 def test_run_store_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     proc = run_exp(tmp_path, "--runs", str(tmp_path / "afile" / "runs"), "with", "tiny",
