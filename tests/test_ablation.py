@@ -69,7 +69,7 @@ def test_tiny_ablation_end_to_end(tmp_path: Path, mongo_server) -> None:
 
     # a third pass has nothing to do
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=120)
+                           timeout=900)
     assert again.returncode == 0 and "0 to run" in again.stdout
 
     # MongoDB holds the same runs
@@ -108,7 +108,7 @@ def test_printed_commands_complete_the_matrix_and_rerun_nothing(tmp_path: Path,
     listing = subprocess.run(
         [*MATRIX, "commands", "one-at-a-time", "--preset", "tiny", "--seeds", "1",
          "--mongo", mongo, "--runs", str(runs), *SMALL],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True)
+        cwd=tmp_path, capture_output=True, text=True, timeout=900, check=True)
     lines = listing.stdout.strip().splitlines()
     assert len(lines) == 8  # ESRGAN + 6 flipped switches, then the interpolation sweep
     assert all(line.startswith(f"ESRGAN_RUNS={runs} ") for line in lines)
@@ -126,7 +126,7 @@ def test_printed_commands_complete_the_matrix_and_rerun_nothing(tmp_path: Path,
     folders = sorted(p.name for p in runs.iterdir())
     for line in lines:
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=clean_env,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0 and "already COMPLETED" in proc.stdout, proc.stdout
     assert sorted(p.name for p in runs.iterdir()) == folders
 

@@ -163,7 +163,7 @@ def test_deep_design_builds_the_stated_depth_and_trains(tmp_path) -> None:
     tiny = matrix.make_cells("deep", "tiny", [0], {"steps1": 8, "val_every1": 4})[0]
     env = {**os.environ, "ESRGAN_RUNS": str(tmp_path / "runs")}
     proc = subprocess.run(tiny.argv(), cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr
     (run,) = (tmp_path / "runs").glob("[0-9]*")
     import json

@@ -198,7 +198,7 @@ def test_cli_builds_and_explains(hr_dir: Path, tmp_path: Path) -> None:
     assert len(load_cached_pairs(out, 4)) == len(SIZES)
     proc = subprocess.run(
         [sys.executable, "-m", "esrgan.data.cache", str(hr_dir), str(out), "--quiet"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     assert "3 images" in proc.stdout and "load_training_pairs" in proc.stdout

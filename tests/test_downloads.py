@@ -260,7 +260,7 @@ def _run_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
            "ESRGAN_IQA_WEIGHTS": str(tmp_path / "iqa"), "PYTHONPATH": str(REPO_ROOT)}
     env.pop("ESRGAN_WEIGHTS_URL", None)
     return subprocess.run([sys.executable, "-m", "esrgan.downloads", *args], capture_output=True,
-                          text=True, cwd=REPO_ROOT, env=env, timeout=120)
+                          text=True, cwd=REPO_ROOT, env=env, timeout=900)
 
 
 def test_silent_server_ends_in_a_time_out_not_a_hang(tmp_path, mirror):

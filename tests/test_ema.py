@@ -132,7 +132,7 @@ def test_ema_run_ships_both_weights_and_says_so(tmp_path: Path) -> None:
             "val_metrics=['psnr']", "test_sets=[]", "interp_alphas=[0.0, 1.0]"]
     for command in ([], ["interpolate"]):
         proc = subprocess.run([sys.executable, str(RUN), *command, *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=180)
+                              env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr
     cell, sweep = sorted((tmp_path / "runs").glob("[0-9]*"), key=lambda p: int(p.name))
     raw = load_generator_state(cell / "G_gan.pth", params="params")

@@ -22,7 +22,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "esrgan.evaluate", *args],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120,
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=900,
     )
 
 

@@ -57,7 +57,7 @@ def statuses(tmp: Path) -> list[str]:
     ("val_metrics=psnr", "val_metrics must be a list, e.g. [a, b], got 'psnr'"),
 ])
 def test_wrong_kind_of_value_is_one_line(tmp_path: Path, override: str, expected: str) -> None:
-    proc = run_exp(tmp_path, "with", "tiny", override, timeout=60)
+    proc = run_exp(tmp_path, "with", "tiny", override, timeout=900)
     assert proc.returncode != 0
     assert expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "work").exists() and run_dirs(tmp_path) == []
@@ -75,7 +75,7 @@ def test_a_value_out_of_its_range_is_one_line(tmp_path: Path, override: str,
                                               expected: str) -> None:
     """Each key's bounds (experiments/keys.py) are checked before anything that combines
     keys, so no value reaches an arithmetic it breaks, and none is accepted silently."""
-    proc = run_exp(tmp_path, "with", "tiny", override, timeout=120)
+    proc = run_exp(tmp_path, "with", "tiny", override, timeout=900)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"error: invalid config: {expected}"], proc.stderr
@@ -85,7 +85,7 @@ def test_a_value_out_of_its_range_is_one_line(tmp_path: Path, override: str,
 def test_run_store_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     proc = run_exp(tmp_path, "--runs", str(tmp_path / "afile" / "runs"), "with", "tiny",
-                   timeout=60)
+                   timeout=900)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"error: cannot write into {tmp_path}/afile/runs: {tmp_path}/afile is a "
@@ -216,10 +216,10 @@ def test_a_command_waiting_on_the_lock_skips_the_cell_finished_meanwhile(tmp_pat
         line = proc.stdout.readline()
         while line and "is being run by" not in line:
             line = proc.stdout.readline()
-        assert "is being run by pid 1 on elsewhere" in line, proc.communicate(timeout=60)
+        assert "is being run by pid 1 on elsewhere" in line, proc.communicate(timeout=900)
         # the other process completes the cell while this one waits
         shutil.copytree(first / "runs", second / "runs", dirs_exist_ok=True)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err
     assert "already COMPLETED" in out
     assert statuses(second) == ["COMPLETED"]  # the copied run only: nothing trained twice
@@ -243,7 +243,7 @@ def _stop_in_stage2(tmp: Path, sig: signal.Signals) -> tuple[int, str]:
     wait_for(lambda: stage2_checkpoint_step(tmp / "work") >= 10, proc,
              "the stage-2 checkpoint of step 10")
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=900)
     return proc.returncode, err
 
 
@@ -356,7 +356,7 @@ FULL_DISK = textwrap.dedent('''
                     f.write(b"\\0" * chunk)
             except OSError:
                 pass
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=900)
     print("RC", proc.returncode)
     print("ERR", err.replace("\\n", "\\\\n"))
     leftovers = [str(p) for p in (disk / "work").rglob("*.tmp")]
@@ -522,7 +522,7 @@ def test_the_matrix_stops_once_the_shell_that_started_it_has_ended(tmp_path: Pat
     assert "COMPLETED" not in statuses(tmp_path)  # stopped, not run to the end
     # make ablation hands the matrix the pid of the shell that runs it
     recipe = subprocess.run(["make", "-n", "ablation", f"RUNS={tmp_path / 'runs'}"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60).stdout
+                            capture_output=True, text=True, timeout=900).stdout
     assert "--stop-with-parent $$ " in recipe, recipe
 
 
@@ -534,7 +534,7 @@ def test_make_dry_run_runs_nothing_and_shows_no_password(tmp_path: Path) -> None
     env = {**os.environ, "RUNS": str(tmp_path / "runs")}
     out = subprocess.run(["make", "-n", "ablation", "MONGO=mongodb://user:secret@h:1/x",
                           f"RUNS={tmp_path / 'runs'}"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     assert "matrix.py run" in out.stdout and "analysis.report" in out.stdout
     assert "secret" not in out.stdout + out.stderr
@@ -582,7 +582,7 @@ def test_report_never_shows_a_password(tmp_path: Path) -> None:
     url = f"mongodb://user:secret@127.0.0.1:{free_port()}/x"
     proc = subprocess.run([sys.executable, "-m", "analysis.report", "--mongo", url, "--name",
                            "x", "--out", str(tmp_path)], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=900)
     assert proc.returncode == 2 and "secret" not in proc.stdout + proc.stderr
     assert "user:***@" in proc.stderr
     table = report.scale_table(_one_run_frame(), _empty_interp(), ["runs", url])

@@ -58,7 +58,7 @@ def test_cli_writes_good_images_and_reports_the_corrupt_one(tmp_path: Path) -> N
     proc = subprocess.run(
         [sys.executable, "-m", "esrgan.upscale", "--weights", str(tmp_path / "g.pth"),
          "--input", str(inputs), "--output", str(out), "--tile", "4", "--tile-overlap", "20"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "b.png" in errors[0], proc.stderr
