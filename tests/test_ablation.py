@@ -57,7 +57,7 @@ def test_tiny_ablation_end_to_end(tmp_path: Path, mongo_server) -> None:
 
     # second pass finishes the matrix without rerunning a completed cell
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(before)} already in the store" in proc.stdout
     done = completed(runs)
@@ -88,7 +88,7 @@ def test_tiny_ablation_end_to_end(tmp_path: Path, mongo_server) -> None:
     report = subprocess.run(
         [sys.executable, "-m", "analysis.report", "--store", str(runs), "--mongo", mongo,
          "--preset", "tiny", "--name", "tiny", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert report.returncode == 0, report.stdout + report.stderr
     index = (out / "tiny" / "index.md").read_text()
     for variant in ("ESRGAN", "ESRGAN w/o RRDB", "ESRGAN +BN", "ESRGAN beta=1",
@@ -116,7 +116,7 @@ def test_printed_commands_complete_the_matrix_and_rerun_nothing(tmp_path: Path,
     clean_env = {k: v for k, v in os.environ.items() if k not in ("ESRGAN_RUNS", "ESRGAN_MONGO")}
     for line in lines:  # each line is self-contained: no environment from us
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=clean_env,
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=1800)
         assert proc.returncode == 0, line + "\n" + proc.stdout + proc.stderr
     done = completed(runs)
     assert Counter(r["kind"] for r in done) == {"cell": 7, "interpolation": 1}
@@ -139,7 +139,7 @@ def test_tiny_default_ablation_decides_the_ledger(tmp_path: Path) -> None:
     t0 = time.monotonic()
     proc = subprocess.run([*MATRIX, "run", "default", "--preset", "tiny", "--jobs", "2",
                            "--budget", "45"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     plan = read_plan(runs)  # looked at after the first seeds, whatever it chose
     assert plan is not None and plan.looks == 2 and plan.first_seeds == 2 and plan.stopped
@@ -152,7 +152,7 @@ def test_tiny_default_ablation_decides_the_ledger(tmp_path: Path) -> None:
     report = subprocess.run(
         [sys.executable, "-m", "analysis.report", "--store", str(runs), "--preset", "tiny",
          "--name", "tiny", "--out", str(tmp_path / "reports")],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert report.returncode == 0, report.stdout + report.stderr
     minutes = (time.monotonic() - t0) / 60
     assert minutes < 5, f"make ablation PRESET=tiny took {minutes:.1f} min"
@@ -182,7 +182,7 @@ def test_added_seeds_follow_the_plan(tmp_path: Path) -> None:
     env = {**os.environ, "ESRGAN_RUNS": str(runs)}
     cmd = [*MATRIX, "run", "deep", "--preset", "tiny", "--jobs", "2", "--budget", "30"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "extra seeds: C1 up to 3 (a test plan)" in proc.stdout
     seeds = Counter(json.loads((runs / r["id"] / "config.json").read_text())["seed"]
@@ -193,7 +193,7 @@ def test_added_seeds_follow_the_plan(tmp_path: Path) -> None:
     assert plan.stopped == "every extended claim reached its target"
     assert plan.spent_min > 0
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=600)
+                           timeout=1800)
     assert again.returncode == 0 and "0 run by this process" in again.stdout, again.stdout
 
 
