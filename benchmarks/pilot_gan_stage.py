@@ -47,6 +47,7 @@ ARMS: dict[str, dict[str, Any]] = {
     # features smooth in the image instead of the random VGG19's (issue 29)
     "gabor bank": {"percep_net": "gabor"},
     "gabor bank, energy": {"percep_net": "gabor_energy"},
+    "gabor bank + low-pass residual": {"percep_net": "gabor", "gabor_lowpass": 1.0},
     "gabor bank + SN D": {"percep_net": "gabor", "d_spectral_norm": True},
     "VGG on blurred input sigma 1.5": {"percep_blur": 1.5},
     "VGG on blurred input sigma 3": {"percep_blur": 3.0},

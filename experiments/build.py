@@ -102,7 +102,7 @@ def new_discriminator(cfg: Mapping[str, Any]) -> torch.nn.Module:
 
 def make_feature_extractor(cfg: Mapping[str, Any]) -> torch.nn.Module:
     """The perceptual loss's network: VGG19 (``vgg_*`` keys) or a fixed Gabor filter bank
-    (``percep_net``), on input low-passed first when ``percep_blur`` > 0."""
+    (``percep_net``, ``gabor_lowpass``), on input low-passed first when ``percep_blur`` > 0."""
     net = str(cfg["percep_net"])
     extractor: torch.nn.Module
     if net == "vgg19":
@@ -114,7 +114,8 @@ def make_feature_extractor(cfg: Mapping[str, Any]) -> torch.nn.Module:
             pool=str(cfg["vgg_pool"]),
         )
     elif net in ("gabor", "gabor_energy"):
-        extractor = GaborFeatureExtractor(mode="simple" if net == "gabor" else "energy")
+        extractor = GaborFeatureExtractor(mode="simple" if net == "gabor" else "energy",
+                                          lowpass=float(cfg["gabor_lowpass"]))
     else:
         raise ValueError(f"percep_net must be one of {PERCEPTUAL_NETS}, got {net!r}")
     blur = float(cfg["percep_blur"])

@@ -158,6 +158,7 @@ KEYS: tuple[Key, ...] = (
     Key("percep_net", CELL, str, since="vgg19", choices=PERCEPTUAL_NETS),
     Key("percep_blur", CELL, float, since=0.0, minimum=0.0, maximum=16.0,
         why="a Gaussian's sigma in pixels; 0: no low-pass"),
+    Key("gabor_lowpass", CELL, float, since=0.0, minimum=0.0),
     Key("percep_weight", CELL, float, minimum=0.0),
     Key("percep_normalize", CELL, bool),
     Key("lambda_adv", CELL, float, minimum=0.0),

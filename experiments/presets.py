@@ -60,6 +60,9 @@ def base():
     # (no weight file; esrgan/archs/filterbank.py): 'gabor' (rectified simple cells) or
     # 'gabor_energy' (complex cells, the local energy of each quadrature pair)
     percep_net = "vgg19"
+    # a Gabor bank's low-pass residual (colour and brightness, which its zero-mean filters do
+    # not see), weighted as a full-resolution RGB image at 1 (0: band-pass only)
+    gabor_lowpass = 0.0
     percep_blur = 0.0  # sigma (px) of a Gaussian low-pass of SR and HR before it (0: none)
     percep_weight = PAPER_SETTING["percep_weight"]  # weight of the perceptual term
     percep_normalize = vgg_weights == "random"  # divide by mean |HR feature| (not in the paper)
@@ -339,6 +342,9 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["batch"] % world:
         problems.append(f"batch {cfg['batch']} is the global batch and must split evenly over "
                         f"the {world} torchrun processes")
+    if cfg["gabor_lowpass"] and cfg["percep_net"] == "vgg19":
+        problems.append("gabor_lowpass is a weight within a Gabor bank: set percep_net=gabor "
+                        "or gabor_energy, or leave it at 0")
     problems += _long_run_problems(cfg, world)
     device = str(cfg["device"])
     if device.startswith("cuda"):

@@ -44,8 +44,21 @@ def test_the_bank_is_zero_mean_unit_norm_and_holds_nothing_trainable() -> None:
     assert list(g.parameters()) == [] and g.state_dict() == {}
     g.train()
     assert not g.training
-    # a flat image has no response at all: the bank sees structure only
+    # a flat image has no response at all: the bank sees structure only ...
     assert GaborFeatureExtractor()(torch.full((1, 3, 32, 32), 0.4)).abs().max() < 1e-5
+
+
+def test_the_low_pass_residual_gives_the_bank_colour_and_brightness() -> None:
+    flat = {v: torch.full((1, 3, 32, 32), v) for v in (0.4, 0.6)}
+    # ... unless its low-pass residual is kept: then a brighter image has other features
+    bank = GaborFeatureExtractor(lowpass=1.0)
+    assert "low-pass residual (weight 1)" in bank.description
+    assert bank.filters_sha256 == GABOR_SHA256  # the same filters, one more output
+    low = bank(flat[0.4])[0, -48:]  # 3 channels of 4 x 4 after three decimations
+    assert torch.allclose(low, torch.full_like(low, 0.4 * 64))
+    assert not torch.allclose(bank(flat[0.4]), bank(flat[0.6]))
+    with pytest.raises(ValueError, match="low-pass"):
+        GaborFeatureExtractor(lowpass=-1.0)
 
 
 @pytest.mark.parametrize("net", ["gabor", "gabor_energy"])
@@ -91,7 +104,7 @@ def test_the_keys_resolve_validate_and_name_their_cells() -> None:
     assert (base["percep_net"], base["percep_blur"]) == ("vgg19", 0.0)
     assert presets.resolve("cpu")["percep_net"] == "vgg19"  # the default is unchanged
     for overrides in ({"percep_net": "gabor"}, {"percep_net": "gabor_energy"},
-                      {"percep_blur": 1.5}):
+                      {"percep_blur": 1.5}, {"percep_net": "gabor", "gabor_lowpass": 1.0}):
         cfg = presets.resolve("tiny", overrides)
         assert presets.validate(cfg) == []
         assert identity.cell_key(cfg) != identity.cell_key(base)
@@ -100,13 +113,17 @@ def test_the_keys_resolve_validate_and_name_their_cells() -> None:
         "percep_net must be one of ['vgg19', 'gabor', 'gabor_energy'], got 'vgg16'"]
     (problem,) = presets.validate(presets.resolve("tiny", {"percep_blur": -1.0}))
     assert problem.startswith("percep_blur must be between 0 and 16")
+    assert presets.validate(presets.resolve("tiny", {"gabor_lowpass": 1.0})) == [
+        "gabor_lowpass is a weight within a Gabor bank: set percep_net=gabor or gabor_energy, "
+        "or leave it at 0"]
     # a Gabor bank needs no VGG19 file, whatever vgg_weights says
     gabor = presets.resolve("tiny", {"percep_net": "gabor", "vgg_weights": "/no/such/file"})
     assert presets.validate(gabor) == []
     # a stored config that predates the keys reads as the VGG19 on the image itself
-    old = {k: v for k, v in base.items() if k not in ("percep_net", "percep_blur")}
+    old = {k: v for k, v in base.items()
+           if k not in ("percep_net", "percep_blur", "gabor_lowpass")}
     assert keys.complete(old)["percep_net"] == "vgg19"
-    assert keys.complete(old)["percep_blur"] == 0.0
+    assert keys.complete(old)["percep_blur"] == keys.complete(old)["gabor_lowpass"] == 0.0
     assert identity.cell_key(old) == identity.cell_key(base)
 
 

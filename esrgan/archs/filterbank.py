@@ -86,6 +86,9 @@ class GaborFeatureExtractor(nn.Module):
       (sparse, a ReLU after each linear filter as in VGG19); 'energy' - each pair's local
       energy sqrt(even^2 + odd^2), which does not change when a texture shifts by less than a
       wavelength.
+    - ``lowpass``: > 0 appends the pyramid's low-pass residual (the RGB image low-passed and
+      decimated ``scales`` times) at this weight: the filters have zero mean, so without it
+      the features say nothing of colour and brightness.
 
     The output is every level's features flattened and concatenated, (N, D): the perceptual
     loss only compares features element by element. Level s is weighted by ``2**s`` so that
@@ -96,14 +99,17 @@ class GaborFeatureExtractor(nn.Module):
     """
 
     def __init__(self, scales: int = 3, orientations: int = 6, wavelength: float = 4.0,
-                 mode: str = "simple") -> None:
+                 mode: str = "simple", lowpass: float = 0.0) -> None:
         super().__init__()
         if mode not in GABOR_MODES:
             raise ValueError(f"Gabor mode must be one of {GABOR_MODES}, got {mode!r}")
         if scales < 1 or orientations < 1 or wavelength < 2:
             raise ValueError(f"need scales >= 1, orientations >= 1 and wavelength >= 2 px "
                              f"(Nyquist), got {scales}, {orientations}, {wavelength}")
+        if lowpass < 0:
+            raise ValueError(f"the low-pass residual's weight must be >= 0, got {lowpass}")
         self.scales, self.orientations, self.mode = scales, orientations, mode
+        self.lowpass = float(lowpass)
         bank = gabor_pairs(wavelength, orientations).float()
         # one bank per RGB channel (grouped convolution)
         self.register_buffer("filters", bank.repeat(3, 1, 1, 1), persistent=False)
@@ -118,6 +124,8 @@ class GaborFeatureExtractor(nn.Module):
         self.description = (f"gabor filter bank, {cells}: {orientations} orientations x "
                             f"{scales} scales (wavelengths {waves} px) per RGB channel, "
                             f"filters sha256 {self.filters_sha256[:16]}")
+        if self.lowpass:
+            self.description += f", with the low-pass residual (weight {self.lowpass:g})"
         super().train(False)
 
     def train(self, mode: bool = True) -> GaborFeatureExtractor:
@@ -141,6 +149,12 @@ class GaborFeatureExtractor(nn.Module):
                 e, o = even.float(), odd.float()
                 feat = torch.sqrt(e * e + o * o + _ENERGY_EPS**2)
             levels.append(feat.flatten(1) * 2.0**s)
+        if self.lowpass:
+            # the colour and brightness the zero-mean filters are blind to; weighted by the
+            # 4**scales pixels each of its elements stands for, so that at weight 1 it counts
+            # as a full-resolution colour image would
+            residual = gaussian_blur(x, self.pyramid)[..., ::2, ::2]
+            levels.append(residual.flatten(1) * (self.lowpass * 4.0**self.scales))
         return torch.cat(levels, 1)
 
 

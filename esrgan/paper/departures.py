@@ -127,7 +127,9 @@ def departures(cfg: Mapping[str, Any]) -> list[Departure]:
 def _perceptual_net(cfg: Mapping[str, Any]) -> Departure:
     """A fixed Gabor filter bank in place of VGG19 (``percep_net``)."""
     cells = "rectified" if cfg["percep_net"] == "gabor" else "local-energy"
-    ours = f"perceptual features from a fixed Gabor filter bank ({cells}, 3 scales)"
+    lowpass = (f" and its low-pass residual (weight {cfg['gabor_lowpass']:g})"
+               if cfg["gabor_lowpass"] else "")
+    ours = f"perceptual features from a fixed Gabor filter bank ({cells}, 3 scales){lowpass}"
     paper = f"ImageNet VGG19 {PAPER_SETTING['vgg_layer']}"
     why = ("a substitute where the ImageNet file is absent: a random-weight VGG19's gradient "
            "paints a periodic grid, a Gabor bank's is smooth in the image; the bank has no "
