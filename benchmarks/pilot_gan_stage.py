@@ -48,7 +48,13 @@ ARMS: dict[str, dict[str, Any]] = {
     "gabor bank": {"percep_net": "gabor"},
     "gabor bank, energy": {"percep_net": "gabor_energy"},
     "gabor bank + low-pass residual": {"percep_net": "gabor", "gabor_lowpass": 1.0},
-    "gabor bank + SN D": {"percep_net": "gabor", "d_spectral_norm": True},
+    # around the bank with its low-pass residual (two differences from the default each)
+    "gabor bank + low-pass residual, energy": {"percep_net": "gabor_energy",
+                                               "gabor_lowpass": 1.0},
+    "gabor bank + low-pass residual + SN D": {"percep_net": "gabor", "gabor_lowpass": 1.0,
+                                              "d_spectral_norm": True},
+    "gabor bank + low-pass residual, lambda 5e-2": {"percep_net": "gabor",
+                                                    "gabor_lowpass": 1.0, "lambda_adv": 5e-2},
     "VGG on blurred input sigma 1.5": {"percep_blur": 1.5},
     "VGG on blurred input sigma 3": {"percep_blur": 3.0},
     # the adversarial side
