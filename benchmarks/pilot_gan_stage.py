@@ -55,6 +55,10 @@ ARMS: dict[str, dict[str, Any]] = {
                                               "d_spectral_norm": True},
     "gabor bank + low-pass residual, lambda 5e-2": {"percep_net": "gabor",
                                                     "gabor_lowpass": 1.0, "lambda_adv": 5e-2},
+    "gabor bank + low-pass residual, lambda 2e-2": {"percep_net": "gabor",
+                                                    "gabor_lowpass": 1.0, "lambda_adv": 2e-2},
+    "gabor bank + low-pass residual, lambda 1e-1": {"percep_net": "gabor",
+                                                    "gabor_lowpass": 1.0, "lambda_adv": 1e-1},
     "VGG on blurred input sigma 1.5": {"percep_blur": 1.5},
     "VGG on blurred input sigma 3": {"percep_blur": 3.0},
     # the adversarial side
