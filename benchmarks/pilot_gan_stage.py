@@ -44,6 +44,26 @@ ARMS: dict[str, dict[str, Any]] = {
     "stage-2 patch 128": {"patch2": 128},
     "stage-2 steps 1500": {"steps2": 1500},
     "stage-1 lr 2e-4": {"lr1": 2e-4},
+    # features smooth in the image instead of the random VGG19's (issue 29)
+    "gabor bank": {"percep_net": "gabor"},
+    "gabor bank, energy": {"percep_net": "gabor_energy"},
+    "gabor bank + low-pass residual": {"percep_net": "gabor", "gabor_lowpass": 1.0},
+    # around the bank with its low-pass residual (two differences from the default each)
+    "gabor bank + low-pass residual, energy": {"percep_net": "gabor_energy",
+                                               "gabor_lowpass": 1.0},
+    "gabor bank + low-pass residual + SN D": {"percep_net": "gabor", "gabor_lowpass": 1.0,
+                                              "d_spectral_norm": True},
+    "gabor bank + low-pass residual, lambda 5e-2": {"percep_net": "gabor",
+                                                    "gabor_lowpass": 1.0, "lambda_adv": 5e-2},
+    "gabor bank + low-pass residual, lambda 2e-2": {"percep_net": "gabor",
+                                                    "gabor_lowpass": 1.0, "lambda_adv": 2e-2},
+    "gabor bank + low-pass residual, lambda 1e-1": {"percep_net": "gabor",
+                                                    "gabor_lowpass": 1.0, "lambda_adv": 1e-1},
+    "VGG on blurred input sigma 1.5": {"percep_blur": 1.5},
+    "VGG on blurred input sigma 3": {"percep_blur": 3.0},
+    # the adversarial side
+    "SN D": {"d_spectral_norm": True},
+    "lr_d 2.5e-5": {"lr_d": 2.5e-5},
 }
 # what every pilot shares: the random VGG19 (offline), no test sets, a quiet run
 PILOT = {"vgg_weights": "random", "test_sets": [], "progress": False, "tb_dir": ""}

@@ -9,7 +9,7 @@ mapped once:
     beta            -> build_generator(beta=...)
     small_init      -> build_generator(init_scale=0.1 | 1.0)
     ragan           -> train_gan(ragan=...)
-    vgg_before_act  -> VGGFeatureExtractor(before_activation=...)
+    vgg_before_act  -> VGGFeatureExtractor(before_activation=...)  (a Gabor bank has none)
     d_spectral_norm -> VGGStyleDiscriminator(spectral_norm=...)       (not in the paper)
 
 A run's identity (``stage1_key``, ``cell_key``) is ``experiments.identity``. Nothing here
@@ -27,6 +27,7 @@ import torch
 
 from esrgan import distributed
 from esrgan.archs.discriminator import VGGStyleDiscriminator
+from esrgan.archs.filterbank import BandLimited, GaborFeatureExtractor
 from esrgan.archs.rrdbnet import build_generator
 from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.data import (
@@ -44,6 +45,7 @@ from esrgan.losses import PerceptualLoss
 from esrgan.losses.perceptual import active_fraction
 from esrgan.paper.switches import SMALL_INIT_SCALE
 from esrgan.train import GanWeights, StageSettings
+from experiments.keys import PERCEPTUAL_NETS
 from experiments.presets import EMBEDDED_TEST
 
 
@@ -98,20 +100,32 @@ def new_discriminator(cfg: Mapping[str, Any]) -> torch.nn.Module:
     return make_discriminator(cfg, discriminator_seed(cfg))
 
 
-def make_feature_extractor(cfg: Mapping[str, Any]) -> VGGFeatureExtractor:
-    return VGGFeatureExtractor(
-        layer=cfg["vgg_layer"],
-        before_activation=bool(cfg["vgg_before_act"]),
-        weights=cfg["vgg_weights"],
-        seed=int(cfg["vgg_seed"]),
-        pool=str(cfg["vgg_pool"]),
-    )
+def make_feature_extractor(cfg: Mapping[str, Any]) -> torch.nn.Module:
+    """The perceptual loss's network: VGG19 (``vgg_*`` keys) or a fixed Gabor filter bank
+    (``percep_net``, ``gabor_lowpass``), on input low-passed first when ``percep_blur`` > 0."""
+    net = str(cfg["percep_net"])
+    extractor: torch.nn.Module
+    if net == "vgg19":
+        extractor = VGGFeatureExtractor(
+            layer=cfg["vgg_layer"],
+            before_activation=bool(cfg["vgg_before_act"]),
+            weights=cfg["vgg_weights"],
+            seed=int(cfg["vgg_seed"]),
+            pool=str(cfg["vgg_pool"]),
+        )
+    elif net in ("gabor", "gabor_energy"):
+        extractor = GaborFeatureExtractor(mode="simple" if net == "gabor" else "energy",
+                                          lowpass=float(cfg["gabor_lowpass"]))
+    else:
+        raise ValueError(f"percep_net must be one of {PERCEPTUAL_NETS}, got {net!r}")
+    blur = float(cfg["percep_blur"])
+    return BandLimited(extractor, blur) if blur > 0 else extractor
 
 
 PREMISE_PHOTO = "astronaut"  # a fixed training photo for the VGG19 sparsity (the paper: baboon)
 
 
-def vgg_premise(cfg: Mapping[str, Any], extractor: VGGFeatureExtractor) -> dict[str, Any]:
+def vgg_premise(cfg: Mapping[str, Any], extractor: torch.nn.Module) -> dict[str, Any]:
     """The premise of the before-activation loss, measured on the extractor in use: the
     fraction of its layer's units active after the ReLU on a fixed photo."""
     image = to_tensor(mod_crop(embedded_image(PREMISE_PHOTO), int(cfg["scale"])))

@@ -32,6 +32,8 @@ from esrgan.paper.switches import SWITCH_TABLE, Switch
 from esrgan.speed import ADAM_IMPLS, COMPILE_MODES, FORWARD_PRECISIONS, TRAINING_PRECISIONS
 
 STAGE1, CELL, RUN = "stage1", "cell", "run"
+# the perceptual loss's networks (experiments.build.make_feature_extractor)
+PERCEPTUAL_NETS = ("vgg19", "gabor", "gabor_energy")
 ROLES = (STAGE1, CELL, RUN)
 
 
@@ -153,6 +155,10 @@ KEYS: tuple[Key, ...] = (
     Key("vgg_weights", CELL, str),
     Key("vgg_seed", CELL, int),
     Key("vgg_pool", CELL, str, since="max", choices=("max", "avg")),
+    Key("percep_net", CELL, str, since="vgg19", choices=PERCEPTUAL_NETS),
+    Key("percep_blur", CELL, float, since=0.0, minimum=0.0, maximum=16.0,
+        why="a Gaussian's sigma in pixels; 0: no low-pass"),
+    Key("gabor_lowpass", CELL, float, since=0.0, minimum=0.0),
     Key("percep_weight", CELL, float, minimum=0.0),
     Key("percep_normalize", CELL, bool),
     Key("lambda_adv", CELL, float, minimum=0.0),

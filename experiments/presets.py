@@ -56,6 +56,14 @@ def base():
     vgg_weights = "imagenet"  # 'imagenet' (torchvision's vgg19-dcbb9e9d.pth), 'random', or a path
     vgg_seed = 0  # init seed of the random-weight VGG19
     vgg_pool = "max"  # VGG19's pooling: 'max' (VGG19's own) or 'avg' (smoother gradients)
+    # perceptual network: 'vgg19' (the paper's, vgg_* keys), or a fixed Gabor filter bank
+    # (no weight file; esrgan/archs/filterbank.py): 'gabor' (rectified simple cells) or
+    # 'gabor_energy' (complex cells, the local energy of each quadrature pair)
+    percep_net = "vgg19"
+    # a Gabor bank's low-pass residual (colour and brightness, which its zero-mean filters do
+    # not see), weighted as a full-resolution RGB image at 1 (0: band-pass only)
+    gabor_lowpass = 0.0
+    percep_blur = 0.0  # sigma (px) of a Gaussian low-pass of SR and HR before it (0: none)
     percep_weight = PAPER_SETTING["percep_weight"]  # weight of the perceptual term
     percep_normalize = vgg_weights == "random"  # divide by mean |HR feature| (not in the paper)
     lambda_adv = PAPER_SETTING["lambda_adv"]  # weight of the adversarial term
@@ -253,11 +261,11 @@ def _defaults() -> dict[str, Any]:
     return dict(_base_defaults())
 
 
-def _vgg_problem(weights: str) -> str | None:
-    """Missing VGG19 weights, found before anything trains."""
+def _vgg_problem(weights: str, net: str = "vgg19") -> str | None:
+    """Missing VGG19 weights, found before anything trains (none needed by another net)."""
     from esrgan.archs.vgg import IMAGENET_FILE, imagenet_weights_path
 
-    if weights == "random":
+    if weights == "random" or net != "vgg19":
         return None
     if weights == "imagenet":
         path = imagenet_weights_path()
@@ -338,6 +346,9 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["batch"] % world:
         problems.append(f"batch {cfg['batch']} is the global batch and must split evenly over "
                         f"the {world} torchrun processes")
+    if cfg["gabor_lowpass"] and cfg["percep_net"] == "vgg19":
+        problems.append("gabor_lowpass is a weight within a Gabor bank: set percep_net=gabor "
+                        "or gabor_energy, or leave it at 0")
     problems += _long_run_problems(cfg, world)
     device = str(cfg["device"])
     if device.startswith("cuda"):
@@ -345,7 +356,7 @@ def validate(cfg: Mapping[str, Any]) -> list[str]:
 
         if not torch.cuda.is_available():
             problems.append(f"device {device!r} requested but CUDA is not available")
-    vgg = _vgg_problem(str(cfg["vgg_weights"]))
+    vgg = _vgg_problem(str(cfg["vgg_weights"]), str(cfg["percep_net"]))
     if vgg:
         problems.append(vgg)
     return problems

@@ -70,7 +70,8 @@ def test_a_store_made_before_new_keys_keeps_its_cell_and_stage1_keys(run: str) -
 def test_a_key_at_another_value_than_before_it_existed_is_another_cell() -> None:
     base = presets.resolve("tiny")
     for name, since in keys.ADDED_KEYS.items():
-        other = {"d_spectral_norm": True, "vgg_pool": "avg", "patch2": 64, "accum": 2}[name]
+        other = {"d_spectral_norm": True, "vgg_pool": "avg", "patch2": 64, "accum": 2,
+                 "percep_net": "gabor", "percep_blur": 1.5, "gabor_lowpass": 1.0}[name]
         assert other != since
         changed = presets.resolve("tiny", {name: other})
         assert identity.cell_key(changed) != identity.cell_key(base), name

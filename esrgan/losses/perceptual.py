@@ -45,5 +45,8 @@ def active_fraction(extractor: nn.Module, image: Tensor) -> float:
     if image.ndim == 3:
         image = image.unsqueeze(0)
     with torch.no_grad():
-        features = extractor(image.to(next(extractor.parameters()).device))
+        # a fixed filter bank holds its filters as buffers, a VGG19 as parameters
+        tensors = [*extractor.parameters(), *extractor.buffers()]
+        device = tensors[0].device if tensors else image.device
+        features = extractor(image.to(device))
     return float((features > 0).float().mean())

@@ -56,7 +56,10 @@ def departures(cfg: Mapping[str, Any]) -> list[Departure]:
         ours = "embedded photos (those shipped with the installed packages)"
         out.append(Departure("train_hr", ours, PAPER_DATA, "", "embedded photos",
                              f"{ours} instead of {PAPER_DATA}"))
-    if cfg["vgg_weights"] == "random":
+    vgg = cfg["percep_net"] == "vgg19"  # the vgg_* keys matter only then
+    if not vgg:
+        out.append(_perceptual_net(cfg))
+    if vgg and cfg["vgg_weights"] == "random":
         ours = f"random-weight VGG19 (seed {cfg['vgg_seed']})"
         paper, why = "ImageNet VGG19", "ImageNet weights were not available"
         out.append(Departure("vgg_weights", ours, paper, why, "random-weight VGG19",
@@ -66,11 +69,18 @@ def departures(cfg: Mapping[str, Any]) -> list[Departure]:
         why = "keeps stage 2 stable with a random VGG19"
         out.append(Departure("percep_normalize", ours, "", why, ours,
                              f"{ours} (not in the paper; {why})"))
-    if cfg["vgg_layer"] != PAPER_SETTING["vgg_layer"]:
+    if cfg["percep_blur"] > 0:
+        ours = (f"SR and HR low-passed (Gaussian, sigma {cfg['percep_blur']:g} px) before the "
+                "perceptual network")
+        paper = "the images themselves"
+        why = "so that its gradient cannot carry a pattern finer than the low-pass's band"
+        out.append(Departure("percep_blur", ours, paper, why, "low-passed perceptual input",
+                             f"{ours} instead of {paper} ({why})"))
+    if vgg and cfg["vgg_layer"] != PAPER_SETTING["vgg_layer"]:
         ours = f"perceptual features from {cfg['vgg_layer']}"
         paper = str(PAPER_SETTING["vgg_layer"])
         out.append(Departure("vgg_layer", ours, paper, "", ours, f"{ours} instead of {paper}"))
-    if cfg["vgg_pool"] != "max":
+    if vgg and cfg["vgg_pool"] != "max":
         ours = "VGG19 with 2x2 average pooling"
         paper, why = "its max pooling", "smoother feature gradients for the generator"
         out.append(Departure("vgg_pool", ours, paper, why, ours,
@@ -112,6 +122,20 @@ def departures(cfg: Mapping[str, Any]) -> list[Departure]:
             out.append(Departure(switch.name, switch.baseline_text, switch.paper_text, why,
                                  switch.change, f"{switch.baseline_text} ({why})"))
     return out
+
+
+def _perceptual_net(cfg: Mapping[str, Any]) -> Departure:
+    """A fixed Gabor filter bank in place of VGG19 (``percep_net``)."""
+    cells = "rectified" if cfg["percep_net"] == "gabor" else "local-energy"
+    lowpass = (f" and its low-pass residual (weight {cfg['gabor_lowpass']:g})"
+               if cfg["gabor_lowpass"] else "")
+    ours = f"perceptual features from a fixed Gabor filter bank ({cells}, 3 scales){lowpass}"
+    paper = f"ImageNet VGG19 {PAPER_SETTING['vgg_layer']}"
+    why = ("a substitute where the ImageNet file is absent: a random-weight VGG19's gradient "
+           "paints a periodic grid, a Gabor bank's is smooth in the image; the bank has no "
+           "before/after-activation choice, so vgg_before_act does not change it")
+    return Departure("percep_net", ours, paper, why, "Gabor-bank perceptual loss",
+                     f"{ours} instead of {paper}: {why}")
 
 
 def _sizes(cfg: Mapping[str, Any], gan_stage: bool) -> Departure | None:
