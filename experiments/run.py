@@ -405,6 +405,11 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    # A cell of the matrix gets SIGTERM twice when its whole process group is signalled
+    # (once from the group, once passed on by the matrix): a second one must not cut short the
+    # checkpoint save and Sacred's INTERRUPTED record that the first started, nor (Python
+    # restores a function handler to the default at exit) kill the process on its way out.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
 
 
