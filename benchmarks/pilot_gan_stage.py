@@ -59,6 +59,17 @@ ARMS: dict[str, dict[str, Any]] = {
                                                     "gabor_lowpass": 1.0, "lambda_adv": 2e-2},
     "gabor bank + low-pass residual, lambda 1e-1": {"percep_net": "gabor",
                                                     "gabor_lowpass": 1.0, "lambda_adv": 1e-1},
+    # the bank with its low-pass residual, given the adversarial term more room
+    "gabor bank + low-pass residual, 1000 GAN steps": {"percep_net": "gabor",
+                                                       "gabor_lowpass": 1.0, "steps2": 1000},
+    "gabor bank + low-pass residual, lambda 2e-2, 1000 GAN steps": {
+        "percep_net": "gabor", "gabor_lowpass": 1.0, "lambda_adv": 2e-2, "steps2": 1000},
+    "gabor bank + low-pass residual, lambda 5e-2, 1000 GAN steps": {
+        "percep_net": "gabor", "gabor_lowpass": 1.0, "lambda_adv": 5e-2, "steps2": 1000},
+    "gabor bank + low-pass residual, stage-2 patch 128": {"percep_net": "gabor",
+                                                          "gabor_lowpass": 1.0, "patch2": 128},
+    "gabor bank + low-pass residual 0.25, lambda 2e-2": {
+        "percep_net": "gabor", "gabor_lowpass": 0.25, "lambda_adv": 2e-2},
     "VGG on blurred input sigma 1.5": {"percep_blur": 1.5},
     "VGG on blurred input sigma 3": {"percep_blur": 3.0},
     # the adversarial side
