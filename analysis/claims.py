@@ -192,16 +192,22 @@ def paired_differences(runs: pd.DataFrame, effect: Effect, set_name: str) -> pd.
     """
     models = {effect.a.model, effect.b.model}
     key = "stage1_seed" if models <= set(STAGE1_MODELS) else "seed"
-    column = settings.column_for(models)
     sides = [_rows(runs, side.variant, side.model, effect.metric, set_name, effect.study)
              for side in (effect.a, effect.b)]
     for side, part in zip((effect.a, effect.b), sides, strict=True):
+        # each side on what its own model depends on: a PSNR-oriented model on the stage-1
+        # keys only, so the stage-1-only cells of a variant pool with its full cells there
+        column = settings.column_for([side.model])
         found = settings.differences(part, column)
         if found:
             raise settings.MixedSettings(
                 f"effect {effect.name!r}: variant {side.variant!r} holds runs of "
                 f"{part[column].nunique()} settings that differ in {found}")
-    settings.check_sides(*sides, effect.name, column)
+    # the two sides share what both models depend on: the whole setting for two GAN models,
+    # its stage-1 part as soon as one side is a stage-1 model (a GAN model against its own
+    # PSNR model, whose stage-1-only cells have steps2=0)
+    shared = settings.SETTING if not models & set(STAGE1_MODELS) else settings.STAGE1_SETTING
+    settings.check_sides(*sides, effect.name, shared)
     a, b = (part.groupby(key)["value"].mean() for part in sides)
     both = a.index.intersection(b.index)
     return (a[both] - b[both]).sort_index()

@@ -511,6 +511,20 @@ def seconds_per_cost(runs_dir: str | Path, preset: str) -> float:
     return seconds / cost if cost else math.nan
 
 
+def stored_minutes(runs_dir: str | Path, cells: list[Cell], jobs: int) -> float:
+    """The minutes ``cells`` took as the store recorded them: their runs' total seconds over
+    ``jobs`` parallel jobs (0 for cells without a completed run that recorded its time)."""
+    wanted = {(c.kind, c.key) for c in cells}
+    seconds = 0.0
+    for record in FileStore(runs_dir).runs(("COMPLETED",)):
+        took = (record.result or {}).get("seconds", {}) if isinstance(record.result, dict) \
+            else {}
+        if record.key in wanted and "total" in took:
+            wanted.discard(record.key)  # a cell run twice counts once
+            seconds += float(took["total"])
+    return seconds / max(1, jobs) / 60
+
+
 def plan_seeds(runs_dir: str | Path, preset: str, first_seeds: int, cap: int,
                budget_min: float, first_min: float, cheap_seeds: int = 0) -> Plan:
     """Look 1: ``python -m analysis.sequential plan`` on the store (experiments never import
@@ -783,10 +797,14 @@ def main(argv: list[str] | None = None) -> int:
     counts += counts2
     if args.budget > 0 and args.design in SEQUENTIAL_DESIGNS and not failed \
             and args.seeds is None:
+        # what the first seeds cost: this process's minutes, or, where earlier processes ran
+        # them (a stopped `make ablation` run again), what the store recorded, so that a
+        # resumed matrix does not count its budget from zero again
+        first_min = max((time.perf_counter() - t0) / 60,
+                        stored_minutes(stores.runs, cells, args.jobs))
         try:
             failed3, counts3 = add_seeds(args.design, args.preset, extra, stores.runs,
-                                         args.budget, (time.perf_counter() - t0) / 60,
-                                         args.jobs, log_dir, env)
+                                         args.budget, first_min, args.jobs, log_dir, env)
         except (RuntimeError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

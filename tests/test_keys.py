@@ -141,6 +141,31 @@ def test_a_stage1_cell_and_a_full_cell_share_their_psnr_model_setting(tmp_path: 
         settings.check(load.load_runs(str(store)))
 
 
+def test_stage1_cells_do_not_split_an_effect_of_a_gan_model_and_its_psnr_model(
+        tmp_path: Path) -> None:
+    """Full cells at seeds 0-1 and stage-1-only cells (``steps2=0``, the cheap first seeds) at
+    seeds 2-3 of one variant: an effect of the GAN model against its PSNR model reads the
+    seeds with both, never refusing the stage-1 cells as another setting, and still refuses
+    a GAN-stage key that differs between the full cells."""
+    store = tmp_path / "runs"
+    for run_id, seed in ((1, 0), (2, 1)):
+        write_file_run(store, make_run(run_id, "ESRGAN", seed))
+    for run_id, seed in ((3, 2), (4, 3)):
+        run = make_run(run_id, "ESRGAN", seed)
+        run["config"]["steps2"] = 0
+        run["result"].pop("gan_model")
+        write_file_run(store, run)
+    runs = load.load_runs(str(store))
+    (effect,) = [e for c in CLAIMS for e in c.effects if e.name == "GAN - PSNR model NIQE"]
+    diffs = claims.paired_differences(runs, effect, "val")
+    assert list(diffs.index) == [0, 1]
+    other = make_run(5, "ESRGAN", 4)
+    other["config"]["steps2"] = 2 * other["config"]["steps2"]
+    write_file_run(store, other)
+    with pytest.raises(settings.MixedSettings, match="'ESRGAN' holds.*steps2"):
+        claims.paired_differences(load.load_runs(str(store)), effect, "val")
+
+
 def test_the_sides_of_an_effect_must_share_their_setting(tmp_path: Path) -> None:
     store = tmp_path / "runs"
     esrgan = make_run(1, "ESRGAN", 0)

@@ -83,3 +83,21 @@ def _no_runs():
     import pandas as pd
 
     return pd.DataFrame({"run_id": [], "seed": []})
+
+
+def test_a_resumed_matrix_counts_the_first_seeds_minutes_from_the_store(tmp_path) -> None:
+    """The first seeds ran in an earlier process (a stopped `make ablation` run again): their
+    minutes come from the runs the store recorded, so the budget is not counted from zero
+    again; cells without a completed run count nothing."""
+    from test_analysis import make_run, write_file_run
+
+    cells = matrix.first_cells("default", "cpu", 1, 1, RANDOM)[:3]
+    store = tmp_path / "runs"
+    for run_id, (cell, seconds) in enumerate(zip(cells[:2], (240.0, 120.0), strict=True), 1):
+        run = make_run(run_id, "ESRGAN", 0)
+        run["info"]["esrgan"]["cell_key"] = cell.key
+        run["info"]["esrgan"]["kind"] = cell.kind
+        run["result"]["seconds"] = {"total": seconds}
+        write_file_run(store, run)
+    assert matrix.stored_minutes(store, cells, jobs=2) == (240.0 + 120.0) / 2 / 60
+    assert matrix.stored_minutes(store, cells[2:], jobs=2) == 0.0
