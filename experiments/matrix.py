@@ -571,13 +571,7 @@ def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | P
     failed: list[Cell] = []
     counts: Counter = Counter()
     plan.stopped = "no claim was both undecided and within the seed cap after the first seeds"
-    start = min([plan.first_seeds, *(plan.first_of(e.claim) for e in plan.extensions)])
-    for seed in range(start, plan.cap):
-        active = [e for e in plan.extensions if plan.first_of(e.claim) <= seed < e.target]
-        if not active:
-            if plan.extensions:
-                plan.stopped = "every extended claim reached its target"
-            break
+    for seed, active in plan_rounds(plan):
         cells = make_cells(design, preset, [seed], extra)
         cells += interpolation_cells(cells)
         done = completed(runs_dir, None, sync=False)
@@ -611,11 +605,23 @@ def add_seeds(design: str, preset: str, extra: dict[str, Any], runs_dir: str | P
             break
         print_status(runs_dir, preset, chosen)
     else:
-        plan.stopped = ("every extended claim reached its target" if plan.extensions
-                        else plan.stopped)
+        if plan.extensions:
+            plan.stopped = "every extended claim reached its target"
     write_plan(runs_dir, plan)
     print(f"extra seeds stopped: {plan.stopped} ({plan.spent_min:.1f} min)")
     return failed, counts
+
+
+def plan_rounds(plan: Plan) -> list[tuple[int, list[Extension]]]:
+    """The rounds of ``plan`` in order: each added seed with the extended claims that run it
+    (a claim from the seeds it had at the first look up to its target; a claim that started
+    at more seeds than the others joins at its own first added seed)."""
+    rounds = []
+    for seed in range(plan.first_seeds, plan.cap):
+        active = [e for e in plan.extensions if plan.first_of(e.claim) <= seed < e.target]
+        if active:
+            rounds.append((seed, active))
+    return rounds
 
 
 def _round_seconds(cells: list[Cell], done: set[tuple[str, str]], rate: float,

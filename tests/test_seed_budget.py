@@ -101,3 +101,15 @@ def test_a_resumed_matrix_counts_the_first_seeds_minutes_from_the_store(tmp_path
         write_file_run(store, run)
     assert matrix.stored_minutes(store, cells, jobs=2) == (240.0 + 120.0) / 2 / 60
     assert matrix.stored_minutes(store, cells[2:], jobs=2) == 0.0
+
+
+def test_a_claim_that_started_at_more_seeds_is_extended_from_them() -> None:
+    """C3 had 5 first seeds (cheap cells), the GAN claims 3: C3's rounds are seeds 5 and 6,
+    not none (seeds 3 and 4, which no extension runs, end nothing)."""
+    plan = Plan(2, 3, 8, 45.0, [Extension("C3", 7, "why")], first_by_claim={"C3": 5})
+    assert [(seed, [e.claim for e in active]) for seed, active in matrix.plan_rounds(plan)] \
+        == [(5, ["C3"]), (6, ["C3"])]
+    both = Plan(2, 3, 8, 45.0, [Extension("C4", 4, "why"), Extension("C3", 6, "why")],
+                first_by_claim={"C3": 5})
+    assert [(seed, [e.claim for e in active]) for seed, active in matrix.plan_rounds(both)] \
+        == [(3, ["C4"]), (5, ["C3"])]

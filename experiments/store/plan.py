@@ -38,7 +38,7 @@ class Plan:
     budget_min: float
     extensions: list[Extension] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # undecided claims not extended, and why
-    first_min: float = 0.0  # wall time of the first seeds (when this process ran them)
+    first_min: float = 0.0  # wall time of the first seeds (measured, or from the store)
     spent_min: float = 0.0  # wall time of the added rounds so far
     stopped: str = ""  # why the rounds ended
     # first seeds of a claim when not ``first_seeds`` (the claims that read only stage-1
