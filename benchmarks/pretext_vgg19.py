@@ -57,7 +57,8 @@ class Decoder(nn.Module):
 
 def random_crops(photos: list[np.ndarray], batch: int, patch: int,
                  gen: np.random.Generator) -> Tensor:
-    """``batch`` random ``patch``-pixel crops (random photo, flip, 90-degree turn), [0, 1]."""
+    """``batch`` random ``patch``-pixel crops (random photo, flip, 90-degree turn), [0, 1]
+    (the photos as 8-bit or as floats in [0, 1])."""
     crops = []
     for _ in range(batch):
         img = photos[gen.integers(len(photos))]
@@ -68,7 +69,8 @@ def random_crops(photos: list[np.ndarray], batch: int, patch: int,
             crop = crop[:, ::-1]
         crop = np.rot90(crop, gen.integers(4))
         crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
-    return torch.stack(crops).float() / 255.0
+    batch_ = torch.stack(crops).float()
+    return batch_ / 255.0 if photos[0].dtype == np.uint8 else batch_
 
 
 def train(layer: str, steps: int, batch: int, patch: int, lr: float, seed: int,
