@@ -478,6 +478,11 @@ def cell_kind(cfg: Mapping[str, Any], switches: Mapping[str, Any], trains_stage1
     return label, study, int(cfg["steps2"]) > 0, trains_stage1
 
 
+def _recorded_seconds(record: Any) -> dict[str, Any]:
+    """The ``seconds`` a run recorded in its result (``total`` and its parts), or {}."""
+    return (record.result or {}).get("seconds", {}) if isinstance(record.result, dict) else {}
+
+
 def measured_seconds(runs_dir: str | Path, preset: str
                      ) -> dict[tuple[str, str, bool, bool], float]:
     """The median wall seconds of the store's completed cells, by :func:`cell_kind`."""
@@ -487,8 +492,7 @@ def measured_seconds(runs_dir: str | Path, preset: str
 
     seen: dict[tuple[str, str, bool, bool], list[float]] = {}
     for record in FileStore(runs_dir).runs(("COMPLETED",)):
-        took = (record.result or {}).get("seconds", {}) if isinstance(record.result, dict) \
-            else {}
+        took = _recorded_seconds(record)
         if record.preset != preset or record.kind != "cell" or "total" not in took:
             continue
         cfg = complete(record.config)
@@ -502,8 +506,7 @@ def seconds_per_cost(runs_dir: str | Path, preset: str) -> float:
     """Seconds per unit of :func:`expected_cost`, measured on the store's completed runs."""
     seconds = cost = 0.0
     for record in FileStore(runs_dir).runs(("COMPLETED",)):
-        took = (record.result or {}).get("seconds", {}) if isinstance(record.result, dict) \
-            else {}
+        took = _recorded_seconds(record)
         if record.preset != preset or record.kind != "cell" or "total" not in took:
             continue
         seconds += float(took["total"])
@@ -517,8 +520,7 @@ def stored_minutes(runs_dir: str | Path, cells: list[Cell], jobs: int) -> float:
     wanted = {(c.kind, c.key) for c in cells}
     seconds = 0.0
     for record in FileStore(runs_dir).runs(("COMPLETED",)):
-        took = (record.result or {}).get("seconds", {}) if isinstance(record.result, dict) \
-            else {}
+        took = _recorded_seconds(record)
         if record.key in wanted and "total" in took:
             wanted.discard(record.key)  # a cell run twice counts once
             seconds += float(took["total"])
