@@ -285,10 +285,9 @@ def compare_fast_paths(cfg: Mapping[str, Any], pairs: list[ImagePair], generator
     if with_compile:
         # the default's arithmetic compiled (what `compile=default` would change for a user),
         # and the fastest eager path compiled
-        paths["fp32 + channels_last + compile"] = {"precision": "fp32", "channels_last": True,
-                                                   "compile": "default"}
-        paths["bf16 + channels_last + compile"] = {"precision": "bf16", "channels_last": True,
-                                                   "compile": "default"}
+        for eager in ("fp32 + channels_last (cpu default)", "bf16 + channels_last"):
+            label = eager.removesuffix(" (cpu default)") + " + compile"
+            paths[label] = {**FAST_PATHS[eager], "compile": "default"}
     seed = int(cfg["seed"])
     perceptual = build.make_perceptual_loss(cfg)
     gan = dict(ragan=bool(cfg["ragan"]), weights=build.gan_weights(cfg),
